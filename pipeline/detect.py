@@ -1,0 +1,143 @@
+"""Identify and validate an upload from its bytes.
+
+The file name and the declared content type are never trusted (a file's extension can lie, and a
+name can hold PHI). ``identify`` reads only magic bytes, so it is cheap; ``validate`` opens the file
+with the engine that will process it and turns every way it can be unreadable into a specific
+``RejectedInput``. Both the extract and the convert job call these first, so a bad upload gets the
+same reason code whichever job sees it first. Worker-side module: imports Pillow and pypdfium2
+lazily, inside ``validate``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from pipeline.errors import (
+    CorruptFile,
+    DecompressionBomb,
+    EmptyFile,
+    EncryptedPdf,
+    TooLarge,
+    UnsupportedType,
+)
+from pipeline.results import FileKind
+from pipeline.settings import Settings
+
+PDF = FileKind("pdf", "PDF", "application/pdf", ".pdf")
+_IMAGES = {
+    "JPEG": FileKind("image", "JPEG", "image/jpeg", ".jpg"),
+    "PNG": FileKind("image", "PNG", "image/png", ".png"),
+    "TIFF": FileKind("image", "TIFF", "image/tiff", ".tiff"),
+    "WEBP": FileKind("image", "WEBP", "image/webp", ".webp"),
+    "GIF": FileKind("image", "GIF", "image/gif", ".gif"),
+    "BMP": FileKind("image", "BMP", "image/bmp", ".bmp"),
+    "HEIF": FileKind("image", "HEIF", "image/heif", ".heic"),
+}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
+
+
+def sniff(head: bytes) -> FileKind | None:
+    """The kind of file these leading bytes start, or None when unknown."""
+    if head[:1024].find(b"%PDF-") != -1:  # PDF allows junk before the header (within 1 KiB)
+        return PDF
+    if head.startswith(b"\xff\xd8\xff"):
+        return _IMAGES["JPEG"]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _IMAGES["PNG"]
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _IMAGES["TIFF"]
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _IMAGES["WEBP"]
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _IMAGES["GIF"]
+    if head[:2] == b"BM" and len(head) >= 26:
+        return _IMAGES["BMP"]
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return _IMAGES["HEIF"]
+    return None
+
+
+def identify(path: Path, settings: Settings) -> FileKind:
+    """Cheap identification by size and magic bytes; raises a RejectedInput subclass."""
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyFile("the upload is empty (0 bytes)")
+    if size > settings.max_upload_bytes:
+        raise TooLarge(f"the upload is {size} bytes; the limit is {settings.max_upload_bytes}")
+    with path.open("rb") as fh:
+        head = fh.read(2048)
+    kind = sniff(head)
+    if kind is None:
+        raise UnsupportedType("the upload is not a PDF or a supported image format")
+    return kind
+
+
+def validate(path: Path, kind: FileKind, settings: Settings) -> int:
+    """Open the file with its engine; return its page (or frame) count. Raises RejectedInput."""
+    if kind.kind == "pdf":
+        return _validate_pdf(path, settings)
+    return _validate_image(path, settings)
+
+
+def _validate_pdf(path: Path, settings: Settings) -> int:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        # pdfium reports a password requirement as its own error code; everything else is damage.
+        if "password" in str(exc).lower():
+            raise EncryptedPdf("the PDF is password-protected") from None
+        raise CorruptFile("the PDF cannot be parsed") from None
+    try:
+        pages = len(pdf)
+        if pages == 0:
+            raise CorruptFile("the PDF has no pages")
+        if pages > settings.max_pages:
+            raise TooLarge(f"the PDF has {pages} pages; the limit is {settings.max_pages}")
+        return pages
+    finally:
+        pdf.close()
+
+
+def open_image(path: Path, settings: Settings):
+    """Open an image with Pillow under the pixel limit; HEIF support registered on demand."""
+    from PIL import Image, UnidentifiedImageError
+
+    with path.open("rb") as fh:
+        is_heif = fh.read(12)[4:8] == b"ftyp"
+    if is_heif:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecompressionBomb(
+            f"the image declares more than {settings.max_image_pixels} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise CorruptFile("the image cannot be decoded") from None
+
+
+def _validate_image(path: Path, settings: Settings) -> int:
+    from PIL import Image
+
+    img = open_image(path, settings)
+    try:
+        frames = getattr(img, "n_frames", 1) or 1
+        if frames > settings.max_pages:
+            raise TooLarge(f"the image has {frames} frames; the limit is {settings.max_pages}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()  # decodes the first frame: truncated or damaged data fails here
+        return frames
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecompressionBomb(f"the image declares more than {settings.max_image_pixels} pixels") from None
+    except (OSError, ValueError, SyntaxError):
+        raise CorruptFile("the image cannot be decoded") from None
+    finally:
+        img.close()

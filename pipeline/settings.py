@@ -1,0 +1,136 @@
+"""One Settings object for every component.
+
+Precedence: explicit argument > ``MEDINTAKE_<FIELD>`` environment variable > embedded default.
+The embedded defaults run everything on one machine with nothing to configure: a data folder
+holding the SQLite database, a folder standing in for the bucket, the local compute environment
+and notices appended to a JSON-lines file. On AWS the same fields pick S3, RDS, Batch and SNS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "MEDINTAKE_"
+
+
+def _default_job_definitions_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "job_definitions"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "medintake" / "job_definitions"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Frozen configuration, passed whole to every component (no long parameter lists)."""
+
+    data_dir: Path = Path(".medintake")
+    database_url: str = ""  # default: sqlite:///<data_dir>/medintake.db
+    store_backend: str = "folder"  # folder | s3
+    bucket: str = "uploads"  # S3 bucket name; for the folder store, a folder under data_dir/buckets
+    store_root: Path | None = None  # folder store root; default <data_dir>/buckets
+    s3_endpoint_url: str = ""  # moto / MinIO / VPC endpoint
+    uploads_prefix: str = "uploads/"
+    results_prefix: str = "results/"
+    compute_backend: str = "local"  # local | batch
+    job_definitions_dir: Path = field(default_factory=_default_job_definitions_dir)
+    job_queue: str = "medintake"
+    workers: int = 0  # local compute: worker processes; 0 = number of CPUs
+    notifier: str = "file"  # file | sns
+    notices_path: Path | None = None  # default <data_dir>/notices.jsonl
+    sns_topic_arn: str = ""
+    aws_region: str = ""
+    entities_backend: str = "local"  # local | comprehendmedical
+    ocr_languages: str = "eng"
+    ocr_timeout: float = 300.0  # seconds per page for one tesseract call
+    ocr_dpi: int = 300  # rendering resolution for textless PDF pages
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_pages: int = 2000
+    max_image_pixels: int = 178_956_970  # Pillow's own default bomb limit (2x = error)
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings: ``overrides`` (None values ignored) > environment > defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if overrides.get(f.name) is not None:
+                values[f.name] = _coerce(f, overrides[f.name])
+            elif ENV_PREFIX + f.name.upper() in env:
+                values[f.name] = _coerce(f, env[ENV_PREFIX + f.name.upper()])
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values).validated()
+
+    def validated(self) -> "Settings":
+        choices = {
+            "store_backend": ("folder", "s3"),
+            "compute_backend": ("local", "batch"),
+            "notifier": ("file", "sns"),
+            "entities_backend": ("local", "comprehendmedical"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+        if self.notifier == "sns" and not self.sns_topic_arn:
+            raise ConfigError("notifier=sns needs MEDINTAKE_SNS_TOPIC_ARN")
+        for prefix in (self.uploads_prefix, self.results_prefix):
+            if not prefix.endswith("/") or prefix.startswith("/"):
+                raise ConfigError("key prefixes must end with '/' and not start with '/'")
+        return self
+
+    # Derived values, computed rather than stored so that a replace() keeps them consistent.
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'medintake.db').resolve()}"
+
+    @property
+    def effective_store_root(self) -> Path:
+        return (self.store_root or self.data_dir / "buckets").resolve()
+
+    @property
+    def effective_notices_path(self) -> Path:
+        return (self.notices_path or self.data_dir / "notices.jsonl").resolve()
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes).validated()
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a worker process or container."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "data_dir" or isinstance(value, Path):
+                value = str(Path(value).resolve())
+            out[ENV_PREFIX + f.name.upper()] = str(value)
+        return out
+
+
+def _coerce(f: dataclasses.Field, raw: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if raw is None:
+        return None
+    try:
+        if kind.startswith("Path"):
+            return Path(raw) if raw != "" else None if "None" in kind else Path(".")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {f.name} has an invalid value") from exc
