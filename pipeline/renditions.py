@@ -1,0 +1,447 @@
+"""Renditions stage: the images the apps show, made from an upload (SPEC section 5.3).
+
+From one image (frame 1 of a multi-frame file, or page 1 of a PDF rendered with pypdfium2) this
+writes five files into ``out_dir/renditions/``:
+
+=========== ================ ====== ============================ ===================================
+name        file             format size                         why
+=========== ================ ====== ============================ ===================================
+thumbnail   thumbnail.jpg    JPEG   fits 256x256                 lists and search results
+preview     preview.webp     WebP   fits 1024x1024               the in-app viewer; keeps alpha
+web         web.jpg          JPEG   fits 2048x2048               full-screen / download for the web
+png         full.png         PNG    full size, lossless          exact pixels, keeps alpha
+archival    archival.tiff    TIFF   full size, lossless LZW      long-term copy, keeps alpha
+=========== ================ ====== ============================ ===================================
+
+No rendition is ever upscaled: a small image keeps its own size in every output.
+
+Pixel pipeline, decided once for all outputs (one decode, then a cascade of downscales):
+
+1. decode frame 1 (or render PDF page 1 at ``PDF_DPI``, bounded to ``PDF_MAX_SIDE`` pixels);
+2. apply the EXIF orientation (``ImageOps.exif_transpose``; HEIF is already oriented by libheif);
+3. normalise to 8-bit ``L``/``LA``/``RGB``/``RGBA``: palette and transparency keys become alpha,
+   16-bit and float samples are *scaled* (Pillow's own ``I;16 -> L`` clips), CMYK and LAB are
+   converted, an all-opaque alpha channel is dropped;
+4. convert colour to sRGB with LittleCMS when the file embeds an ICC profile that is not sRGB
+   (wide-gamut phone photos, Adobe RGB, CMYK press profiles); an unusable profile is ignored rather
+   than rejecting the upload;
+5. write full size (PNG, TIFF), then downscale the *previous* rendition for the next smaller one
+   (2048 -> 1024 -> 256) with ``reducing_gap`` (integer box ``reduce`` first, then LANCZOS), so the
+   full-size image is resampled once and never more than two full-size buffers exist at a time.
+
+Why no ``Image.draft``: two of the five outputs are full size, so the full-resolution decode is
+needed anyway; decoding once and resampling the already-smaller rendition is cheaper than a second,
+reduced-scale JPEG decode (``bench/README-renditions.md`` measures both).
+
+Metadata: every output is written from a fresh pixel-only image with empty ``info``, and no
+metadata is passed to any encoder. No EXIF, GPS, XMP, IPTC, comments, PNG text chunks, dpi or
+extra TIFF tags survive, and **no ICC profile is attached**: the pixels are sRGB and untagged
+images are sRGB by convention (CSS Color 4, PNG, WebP, Exif DCF), which keeps thumbnails small.
+
+Alpha is flattened on white for the JPEG outputs and kept for WebP, PNG and TIFF.
+
+Each file is written to a temporary name and renamed into place, so a rerun replaces outputs
+atomically and a crash never leaves a half-written rendition under its final name.
+
+Errors: anything that goes wrong while *decoding* is the upload's fault and raises ``CorruptFile``
+(never retried); failing to *write* is the worker's trouble and raises ``TransientError``
+(retried). Messages and logs carry no file names or paths.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import CorruptFile, DecompressionBomb, EncryptedPdf, TransientError
+from pipeline.results import FileKind, RenditionResult
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:  # Pillow is a worker-side dependency, imported lazily at call time.
+    from PIL import Image as PILImage
+
+log = logging.getLogger(__name__)
+
+RENDITIONS_DIR = "renditions"
+PDF_DPI = 200  # page 1 of a PDF: A4 -> 1654x2339, sharp enough for the 2048 web image
+PDF_MAX_SIDE = 4096  # bound for oversized pages (posters, drawings): longest side in pixels
+RESAMPLE_GAP = 2.0  # reducing_gap: box-reduce to within 2x of the target, then LANCZOS
+JPEG_WHITE = 255  # background for flattening alpha into JPEG
+
+
+@dataclass(frozen=True)
+class RenditionSpec:
+    """One output: where it goes, how it is encoded, and the box it must fit (None = full size)."""
+
+    name: str
+    filename: str
+    format: str
+    mime: str
+    max_side: int | None
+    save_options: tuple[tuple[str, Any], ...]
+
+    @property
+    def keeps_alpha(self) -> bool:
+        return self.format != "JPEG"
+
+
+# Ordered largest first: each downscaled rendition is made from the one before it.
+RENDITIONS: tuple[RenditionSpec, ...] = (
+    RenditionSpec(
+        "archival", "archival.tiff", "TIFF", "image/tiff", None,
+        # LZW + horizontal predictor: as small as deflate+predictor within ~10 %, 4x faster to
+        # write, and the most widely readable lossless TIFF compression.
+        (("compression", "tiff_lzw"), ("tiffinfo", {317: 2})),
+    ),
+    RenditionSpec(
+        "png", "full.png", "PNG", "image/png", None,
+        # zlib level 3: ~2.5x faster than the default 6 for ~5 % more bytes on photos.
+        (("compress_level", 3),),
+    ),
+    RenditionSpec(
+        "web", "web.jpg", "JPEG", "image/jpeg", 2048,
+        (("quality", 85), ("optimize", True), ("progressive", True), ("subsampling", "4:2:0")),
+    ),
+    RenditionSpec(
+        "preview", "preview.webp", "WEBP", "image/webp", 1024,
+        (("quality", 80), ("method", 4)),
+    ),
+    RenditionSpec(
+        "thumbnail", "thumbnail.jpg", "JPEG", "image/jpeg", 256,
+        (("quality", 80), ("optimize", True), ("subsampling", "4:2:0")),
+    ),
+)
+
+
+def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings) -> list[RenditionResult]:
+    """Write every rendition of ``src`` into ``out_dir/renditions/`` and describe them.
+
+    ``kind`` comes from ``detect.identify`` and the file has passed ``detect.validate``; the source
+    is only read, never modified. Returns results in the order thumbnail, preview, web, png,
+    archival (smallest first, the order apps usually want them).
+    """
+    target = out_dir / RENDITIONS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    current = load_normalised(src, kind, settings)
+    results: list[RenditionResult] = []
+    for spec in RENDITIONS:
+        # Rebinding ``current`` releases the full-size buffer once the first downscale exists.
+        current = fit_within(current, spec.max_side)
+        results.append(write_rendition(current, spec, target))
+    log.debug("renditions written: %d", len(results))
+    return list(reversed(results))
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def load_normalised(src: Path, kind: FileKind, settings: Settings) -> "PILImage.Image":
+    """Decode the source into a fresh, oriented, 8-bit sRGB image with no metadata at all."""
+    if kind.kind == "pdf":
+        return render_pdf_page(src, settings)
+    return decode_image(src, settings)
+
+
+def decode_image(src: Path, settings: Settings) -> "PILImage.Image":
+    """Frame 1 of an image file, oriented and normalised; decoding failures become CorruptFile."""
+    from PIL import Image
+
+    from pipeline.detect import open_image
+
+    img = open_image(src, settings)
+    try:
+        decode_first_frame(img, settings)
+        icc = img.info.get("icc_profile") or None
+        orient(img)
+        try:
+            return normalise(img, icc)
+        except (OSError, ValueError):
+            raise CorruptFile("the image's pixel format cannot be converted") from None
+    finally:
+        img.close()
+
+
+def decode_first_frame(img: "PILImage.Image", settings: Settings) -> None:
+    """Decode frame 1 (TIFF page 1, first GIF frame); any decoder failure becomes CorruptFile."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's chatter about odd metadata
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecompressionBomb(f"the image declares more than {settings.max_image_pixels} pixels") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError):
+        # Broad on purpose, and only around the decoders: a damaged file surfaces as any of these.
+        raise CorruptFile("the image cannot be decoded") from None
+
+
+def orient(img: "PILImage.Image") -> None:
+    """Apply the EXIF orientation in place; broken EXIF means 'as stored', not a rejection."""
+    from PIL import ImageOps
+
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except (ValueError, TypeError, KeyError, SyntaxError, OSError, struct_error()):
+        log.info("EXIF orientation unreadable; keeping the stored orientation")
+
+
+def struct_error() -> type[Exception]:
+    """``struct.error``: what Pillow raises on a truncated EXIF block."""
+    import struct
+
+    return struct.error
+
+
+def render_pdf_page(src: Path, settings: Settings) -> "PILImage.Image":
+    """Page 1 of a PDF as an RGB image at ``PDF_DPI``, no larger than the pixel limits."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(src))
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise EncryptedPdf("the PDF is password-protected") from None
+        raise CorruptFile("the PDF cannot be parsed") from None
+    try:
+        if len(pdf) == 0:
+            raise CorruptFile("the PDF has no pages")
+        page = pdf[0]
+        try:
+            width_pt, height_pt = page.get_size()
+            scale = pdf_scale(width_pt, height_pt, settings.max_image_pixels)
+            bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255), draw_annots=True,
+                                 rev_byteorder=True)
+            rendered = bitmap.to_pil()
+            image = rendered.convert("RGB")  # a copy that owns its pixels, independent of pdfium
+            image.info = {}
+            return image
+        finally:
+            page.close()
+    except pdfium.PdfiumError:
+        raise CorruptFile("the PDF page cannot be rendered") from None
+    finally:
+        pdf.close()
+
+
+def pdf_scale(width_pt: float, height_pt: float, max_pixels: int) -> float:
+    """Scale (pixels per point) for ``PDF_DPI``, reduced so the bitmap stays within the bounds."""
+    if width_pt <= 0 or height_pt <= 0:
+        raise CorruptFile("the PDF page has no area")
+    scale = PDF_DPI / 72.0
+    longest = max(width_pt, height_pt) * scale
+    if longest > PDF_MAX_SIDE:
+        scale *= PDF_MAX_SIDE / longest
+    pixels = width_pt * height_pt * scale * scale
+    if pixels > max_pixels:
+        scale *= (max_pixels / pixels) ** 0.5
+    return scale
+
+
+# --- pixel normalisation ------------------------------------------------------------------------
+
+
+def normalise(img: "PILImage.Image", icc: bytes | None) -> "PILImage.Image":
+    """A new 8-bit L/LA/RGB/RGBA sRGB image, sharing nothing (pixels or metadata) with ``img``."""
+    out = to_8bit(img)
+    out = to_srgb(out, icc)
+    out = drop_opaque_alpha(out)
+    if out is img:
+        out = img.copy()  # never hand the file-backed image (and its tags/info) to an encoder
+    out.info = {}
+    return out
+
+
+def to_8bit(img: "PILImage.Image") -> "PILImage.Image":
+    """Convert any decoded mode to L, LA, RGB, RGBA or CMYK (CMYK is left for the ICC step)."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
+        return img
+    if mode in ("1",):
+        return img.convert("L")
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        return img.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("La", "RGBa"):
+        return img.convert(mode.upper())
+    if mode in ("RGBX", "YCbCr", "HSV", "LAB"):
+        return lab_to_rgb(img) if mode == "LAB" else img.convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return scale_to_l(img)
+    return img.convert("RGBA" if "A" in mode else "RGB")
+
+
+def scale_to_l(img: "PILImage.Image") -> "PILImage.Image":
+    """16-bit / 32-bit / float greyscale to 8-bit by scaling the range (Pillow's convert clips)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16") or arr.dtype == np.uint16:
+        full = 65535.0
+    elif img.mode == "F":
+        full = 1.0 if float(arr.max(initial=0)) <= 1.0 else max(255.0, float(arr.max(initial=0)))
+    else:  # "I": 16-bit PNG/TIFF data decoded to 32-bit, or genuine 8-bit values
+        peak = int(arr.max(initial=0))
+        full = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else float(peak)
+    scaled = np.clip(arr.astype(np.float32) * (255.0 / full) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, "L")
+
+
+def lab_to_rgb(img: "PILImage.Image") -> "PILImage.Image":
+    """CIE L*a*b* (rare: some TIFFs) to sRGB through LittleCMS."""
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.profileToProfile(img, ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                         outputMode="RGB")
+    except ImageCms.PyCMSError:
+        raise ValueError("L*a*b* conversion failed") from None
+
+
+def to_srgb(img: "PILImage.Image", icc: bytes | None) -> "PILImage.Image":
+    """Convert to sRGB with the embedded profile; CMYK without one uses Pillow's plain formula."""
+    profile = read_profile(icc) if icc else None
+    if profile is not None and not is_srgb(profile) and profile_matches(profile, img.mode):
+        converted = convert_with_profile(img, profile)
+        if converted is not None:
+            return converted
+    if img.mode == "CMYK":
+        return img.convert("RGB")
+    return img
+
+
+def read_profile(icc: bytes) -> Any | None:
+    """The embedded ICC profile, or None when it cannot be parsed (then the pixels are kept)."""
+    import io
+
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (OSError, ImageCms.PyCMSError, ValueError, TypeError):
+        log.info("embedded ICC profile unreadable; assuming sRGB")
+        return None
+
+
+def is_srgb(profile: Any) -> bool:
+    """True for the usual sRGB profiles: converting them is an identity costing a full pass."""
+    desc = (profile.profile.profile_description or "").lower()
+    return "srgb" in desc.replace(" ", "") and "p3" not in desc
+
+
+_PROFILE_SPACES = {"L": "GRAY", "LA": "GRAY", "RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK"}
+
+
+def profile_matches(profile: Any, mode: str) -> bool:
+    """Whether the profile describes the pixels' colour space (a mismatch would garble colours)."""
+    space = (profile.profile.xcolor_space or "").strip().upper()
+    return _PROFILE_SPACES.get(mode) == space
+
+
+def convert_with_profile(img: "PILImage.Image", profile: Any) -> "PILImage.Image | None":
+    """Embedded profile -> sRGB (perceptual intent); None if LittleCMS refuses the transform."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.createProfile("sRGB")
+    try:
+        if img.mode == "LA":  # LittleCMS has no grey+alpha type: convert grey, then re-attach alpha
+            rgb = ImageCms.profileToProfile(img.convert("L"), profile, srgb,
+                                            renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB")
+            rgb.putalpha(img.getchannel("A"))
+            return rgb
+        out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(img, profile, srgb,
+                                         renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode=out_mode)
+    except (ImageCms.PyCMSError, ValueError, OSError):
+        log.info("ICC conversion refused; keeping the decoded pixels")
+        return None
+
+
+def drop_opaque_alpha(img: "PILImage.Image") -> "PILImage.Image":
+    """Remove an alpha channel that is fully opaque: smaller files, identical pixels."""
+    if img.mode not in ("LA", "RGBA"):
+        return img
+    if img.getchannel("A").getextrema() == (255, 255):
+        return img.convert(img.mode[:-1])
+    return img
+
+
+# --- resampling and writing ---------------------------------------------------------------------
+
+
+def fit_within(img: "PILImage.Image", max_side: int | None) -> "PILImage.Image":
+    """``img`` downscaled to fit a ``max_side`` square, or ``img`` itself if it already fits."""
+    if max_side is None:
+        return img
+    size = fitted_size(img.size, max_side)
+    if size == img.size:
+        return img
+    from PIL import Image
+
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=RESAMPLE_GAP)
+
+
+def fitted_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """Largest size with the same aspect ratio inside ``max_side`` x ``max_side``; never larger."""
+    width, height = size
+    if width <= max_side and height <= max_side:
+        return size
+    ratio = min(max_side / width, max_side / height)
+    return max(1, min(max_side, round(width * ratio))), max(1, min(max_side, round(height * ratio)))
+
+
+def flatten(img: "PILImage.Image") -> "PILImage.Image":
+    """Composite an image with alpha onto white (JPEG has no alpha)."""
+    from PIL import Image
+
+    if img.mode not in ("LA", "RGBA"):
+        return img
+    base_mode = img.mode[:-1]
+    background = Image.new(base_mode, img.size, JPEG_WHITE if base_mode == "L" else (JPEG_WHITE,) * 3)
+    background.paste(img.convert(base_mode), mask=img.getchannel("A"))
+    return background
+
+
+def encodable(img: "PILImage.Image", spec: RenditionSpec) -> "PILImage.Image":
+    """The image in a mode the spec's format stores: flattened for JPEG, RGB(A) for WebP."""
+    if not spec.keeps_alpha:
+        return flatten(img)
+    if spec.format == "WEBP" and img.mode in ("L", "LA"):
+        return img.convert("RGBA" if img.mode == "LA" else "RGB")
+    return img
+
+
+def write_rendition(img: "PILImage.Image", spec: RenditionSpec, target: Path) -> RenditionResult:
+    """Encode ``img`` per ``spec`` into ``target`` atomically, with no metadata; describe the file."""
+    out = encodable(img, spec)
+    out.info = {}
+    final = target / spec.filename
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}-", suffix=".tmp", dir=target)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            out.save(fh, spec.format, **dict(spec.save_options))
+        os.replace(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise TransientError(f"writing the {spec.name} rendition failed") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return RenditionResult(
+        name=spec.name,
+        filename=spec.filename,
+        format=spec.format,
+        mime=spec.mime,
+        width=out.width,
+        height=out.height,
+        bytes=final.stat().st_size,
+    )
