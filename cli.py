@@ -1,0 +1,218 @@
+"""The ``medintake`` command line. Exit statuses are decided here and nowhere else.
+
+    medintake process PATH...     files or folders -> text, entities, renditions, rows, notices
+    medintake watch DIR           process files as they appear (local stand-in for upload events)
+    medintake reprocess DOC_ID    a new attempt of a document
+    medintake db upgrade          create or migrate the schema
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.errors import ConfigError, ExitCode, MedintakeError
+from pipeline.settings import Settings
+
+EXIT_SOME_NOT_COMPLETED = 1
+
+
+def _settings(ctx: click.Context, **overrides) -> Settings:
+    try:
+        return Settings.load(data_dir=ctx.obj.get("data_dir"), **overrides)
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc.message}. {exc.fix}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data folder (database, bucket folder, notices). Default: $MEDINTAKE_DATA_DIR or ./.medintake")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (ids and codes only) to stderr.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, verbose: bool) -> None:
+    """medintake: searchable text, medical entities and renditions from medical uploads."""
+    ctx.ensure_object(dict)
+    ctx.obj["data_dir"] = data_dir
+    if verbose:
+        from pipeline.logs import configure_logging
+
+        configure_logging("INFO")
+
+
+def _expand(paths: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """(as given, file) pairs in the order given; a folder's files sorted by name."""
+    out: list[tuple[str, Path]] = []
+    for p in paths:
+        if p.is_dir():
+            for child in sorted(c for c in p.rglob("*") if c.is_file() and not c.name.startswith(".")):
+                out.append((str(child), child))
+        else:
+            out.append((str(p), p))
+    return out
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input per line.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: CPU count).")
+@click.pass_context
+def process(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, workers: int | None) -> None:
+    """Process files or folders end to end and wait until every document is final."""
+    from compute.runtime import LocalRuntime
+    from pipeline import repository
+
+    settings = _settings(ctx, workers=workers)
+    inputs = _expand(paths)
+    if not inputs:
+        raise click.UsageError("no files found in the given paths")
+    try:
+        runtime = LocalRuntime(settings)
+        submitted = [runtime.submit(path, display) for display, path in inputs]
+        ids = [s.document_id for s in submitted]
+        _run_with_progress(runtime, ids, show=sys.stdout.isatty() and not as_json)
+        docs = repository.find_documents(settings, set(ids))
+    except MedintakeError as exc:
+        click.echo(f"error: {exc.message}. {exc.fix}".rstrip(), err=True)
+        sys.exit(int(exc.exit_code))
+    rows = []
+    for s in submitted:
+        doc = docs[s.document_id]
+        rows.append({
+            "input": s.input,
+            "document_id": doc.id,
+            "status": doc.status,
+            "reason_code": doc.reason_code,
+            "outputs": runtime.outputs(doc.id),
+        })
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    else:
+        _print_table(rows, docs)
+    if any(r["status"] != "COMPLETED" for r in rows):
+        sys.exit(EXIT_SOME_NOT_COMPLETED)
+
+
+def _run_with_progress(runtime, ids: list[str], show: bool) -> None:
+    unique = list(dict.fromkeys(ids))
+    if not show:
+        runtime.run_until_final(unique)
+        return
+    with click.progressbar(length=len(unique), label="processing", show_pos=True) as bar:
+        state = {"done": 0}
+
+        def on_step() -> None:
+            from pipeline import repository
+            from pipeline.models import FINAL_STATUSES
+
+            docs = repository.find_documents(runtime.settings, unique)
+            done = sum(1 for d in docs.values() if d.status in FINAL_STATUSES)
+            if done > state["done"]:
+                bar.update(done - state["done"])
+                state["done"] = done
+
+        runtime.run_until_final(unique, on_step=on_step)
+
+
+def _print_table(rows: list[dict], docs: dict) -> None:
+    header = ("input", "document", "status", "reason", "pages")
+    lines = [header]
+    for r in rows:
+        doc = docs[r["document_id"]]
+        lines.append((r["input"], r["document_id"][:12], r["status"], r["reason_code"] or "",
+                      str(doc.page_count or "")))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    for n, line in enumerate(lines):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+    done = sum(1 for r in rows if r["status"] == "COMPLETED")
+    click.echo(f"\n{done} of {len(rows)} completed; results under the data folder's bucket, results/<document>/")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between scans.")
+@click.option("--once", is_flag=True, help="Process what is there now, then exit.")
+@click.pass_context
+def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> None:
+    """Process files as they appear in DIRECTORY (a file is taken once its size is stable)."""
+    from compute.runtime import LocalRuntime
+    from pipeline.models import FINAL_STATUSES
+    from pipeline import repository
+
+    settings = _settings(ctx)
+    runtime = LocalRuntime(settings)
+    seen: dict[Path, tuple[int, float]] = {}
+    sizes: dict[Path, int] = {}
+    pending: dict[str, str] = {}
+    try:
+        while True:
+            for display, path in _expand((directory,)):
+                stat = path.stat()
+                sig = (stat.st_size, stat.st_mtime)
+                if seen.get(path) == sig:
+                    continue
+                if not once and sizes.get(path) != stat.st_size:
+                    sizes[path] = stat.st_size  # still being written? look again next scan
+                    continue
+                seen[path] = sig
+                pending[runtime.submit(path, display).document_id] = display
+            deadline = time.monotonic() + interval
+            while time.monotonic() < deadline or (once and pending):
+                runtime.compute.step()
+                docs = repository.find_documents(settings, list(pending))
+                for doc_id, doc in docs.items():
+                    if doc.status in FINAL_STATUSES:
+                        click.echo(json.dumps({"input": pending.pop(doc_id), "document_id": doc_id,
+                                               "status": doc.status, "reason_code": doc.reason_code}))
+                time.sleep(0.1)
+            if once:
+                return
+    except KeyboardInterrupt:
+        runtime.compute.shutdown()
+
+
+@main.command()
+@click.argument("document_ids", nargs=-1, required=True)
+@click.pass_context
+def reprocess(ctx: click.Context, document_ids: tuple[str, ...]) -> None:
+    """Run a final document again (same id, new attempt, results replaced)."""
+    from compute.runtime import LocalRuntime
+    from pipeline import repository
+
+    settings = _settings(ctx)
+    runtime = LocalRuntime(settings)
+    try:
+        started = [d for d in document_ids if runtime.reprocess(d)]
+    except MedintakeError as exc:
+        raise click.ClickException(exc.message) from None
+    runtime.run_until_final(started)
+    for doc_id in document_ids:
+        doc = repository.get_document(settings, doc_id)
+        click.echo(json.dumps({"document_id": doc_id, "attempt": doc.attempt, "status": doc.status,
+                               "reason_code": doc.reason_code}))
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Create or migrate the schema to REVISION."""
+    from pipeline import database
+
+    settings = _settings(ctx.parent)
+    database.upgrade(settings, revision)
+    click.echo(f"database at revision {database.current_revision(settings)}")
+
+
+if __name__ == "__main__":
+    main()

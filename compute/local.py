@@ -1,0 +1,313 @@
+"""The local compute environment: AWS Batch semantics with worker processes on this machine.
+
+It reads the same job definitions Batch registers and behaves as Batch does, so that everything
+above it (dispatcher, tracker, retry rules) is exercised locally exactly as on AWS:
+- states SUBMITTED -> PENDING (waiting on dependsOn) -> RUNNABLE -> STARTING -> RUNNING ->
+  SUCCEEDED | FAILED; a failed dependency fails its dependents ("Dependent Job failed");
+- each attempt runs the definition's command (``Ref::`` parameters substituted) in its own process
+  group with AWS_BATCH_JOB_ID / AWS_BATCH_JOB_ATTEMPT set; a signal death becomes 128+signal as in
+  a container, so a SIGKILLed worker exits 137;
+- a failed attempt is retried while attempts remain and ``evaluateOnExit`` says RETRY;
+- an attempt past ``attemptDurationSeconds`` gets SIGTERM, then SIGKILL after a grace period, and
+  the job FAILS without retry, as on Batch;
+- vCPUs are the scheduling unit: ``workers`` slots, a job takes min(vCPUs, workers) of them;
+- every state change is emitted as an EventBridge "Batch Job State Change" event to the listeners
+  (the tracker), delivered in order and redelivered if a listener fails.
+Jobs live in memory: this is the embedded default for one machine, not a cluster.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, job_state_change_event
+from pipeline.compute_api import JobSubmission
+from pipeline.jobdefs import evaluate_on_exit
+from pipeline.settings import Settings
+
+log = logging.getLogger("medintake.compute.local")
+
+EXITED = "Essential container in task exited"
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Job:
+    sub: JobSubmission
+    job_id: str
+    status: str = "SUBMITTED"
+    status_reason: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    created_at: int = field(default_factory=_ms)
+    started_at: int | None = None
+    stopped_at: int | None = None
+    proc: subprocess.Popen | None = None
+    attempt_started: float = 0.0  # monotonic
+    term_sent: float | None = None
+    timed_out: bool = False
+    log_path: Path | None = None
+    exit_code: int | None = None
+
+    @property
+    def slots(self) -> int:
+        return max(1, int(round(self.sub.definition.vcpus)))
+
+    @property
+    def timeout(self) -> int | float | None:
+        return self.sub.timeout_seconds or self.sub.definition.timeout_seconds
+
+
+class LocalComputeEnvironment:
+    def __init__(
+        self,
+        settings: Settings,
+        listeners: list[Callable[[dict], None]] | None = None,
+        grace_seconds: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.listeners = list(listeners or [])
+        self.grace_seconds = grace_seconds
+        self.capacity = settings.effective_workers
+        self.jobs: dict[str, _Job] = {}
+        self._order: list[str] = []  # FIFO queue order, as a Batch job queue
+        self._outbox: deque[dict] = deque()
+        self.log_dir = (settings.data_dir / "logs").resolve()
+
+    # ---- the Batch-like API ---------------------------------------------------------------
+    def submit(self, submission: JobSubmission) -> str:
+        job = _Job(submission, str(uuid.uuid4()))
+        unknown = [d for d in submission.depends_on if d not in self.jobs]
+        if unknown:
+            raise ValueError("dependsOn names a job this environment does not know")
+        self.jobs[job.job_id] = job
+        self._order.append(job.job_id)
+        self._emit(job)
+        self._advance_waiting(job)
+        return job.job_id
+
+    def describe(self, job_id: str) -> dict[str, Any]:
+        """The job in DescribeJobs' shape (what the events carry in ``detail``)."""
+        job = self.jobs[job_id]
+        d = job.sub.definition
+        container: dict[str, Any] = {
+            "image": d.raw.get("containerProperties", {}).get("image", ""),
+            "command": d.resolve_command(job.sub.parameters),
+            "resourceRequirements": d.raw.get("containerProperties", {}).get("resourceRequirements", []),
+        }
+        if job.log_path is not None:
+            container["logStreamName"] = str(job.log_path)
+        if job.exit_code is not None and job.status in TERMINAL:
+            container["exitCode"] = job.exit_code
+        out: dict[str, Any] = {
+            "jobName": job.sub.name,
+            "jobId": job.job_id,
+            "jobQueue": f"arn:aws:batch:local:000000000000:job-queue/{self.settings.job_queue}",
+            "status": job.status,
+            "attempts": [dict(a) for a in job.attempts],
+            "createdAt": job.created_at,
+            "retryStrategy": {"attempts": d.attempts, "evaluateOnExit": list(d.evaluate_on_exit)},
+            "dependsOn": [{"jobId": j} for j in job.sub.depends_on],
+            "jobDefinition": f"arn:aws:batch:local:000000000000:job-definition/{d.registered_name}:1",
+            "parameters": dict(job.sub.parameters),
+            "container": container,
+            "tags": dict(job.sub.tags),
+        }
+        if job.timeout:
+            out["timeout"] = {"attemptDurationSeconds": job.timeout}
+        if job.status_reason:
+            out["statusReason"] = job.status_reason
+        if job.started_at:
+            out["startedAt"] = job.started_at
+        if job.stopped_at:
+            out["stoppedAt"] = job.stopped_at
+        return out
+
+    def running_pids(self) -> dict[str, int]:
+        return {j.job_id: j.proc.pid for j in self.jobs.values() if j.proc is not None and j.status == "RUNNING"}
+
+    def active(self) -> bool:
+        return any(j.status not in TERMINAL for j in self.jobs.values()) or bool(self._outbox)
+
+    # ---- the scheduler loop ---------------------------------------------------------------
+    def run(
+        self,
+        until: Callable[[], bool] | None = None,
+        poll: float = 0.05,
+        max_seconds: float | None = None,
+    ) -> None:
+        """Schedule and supervise until ``until()`` holds (default: no job left to run)."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        try:
+            while True:
+                self.step()
+                if until is not None and until() and not self._outbox:
+                    return
+                if until is None and not self.active():
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError("local compute environment did not finish in time")
+                time.sleep(poll)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def step(self) -> None:
+        self._reap()
+        self._start_runnable()
+        self._flush()
+
+    def shutdown(self) -> None:
+        """Kill every running worker (used on Ctrl-C and errors)."""
+        for job in self.jobs.values():
+            if job.proc is not None and job.proc.poll() is None:
+                _kill_group(job.proc, signal.SIGKILL)
+                job.proc.wait()
+
+    # ---- internals --------------------------------------------------------------------------
+    def _emit(self, job: _Job) -> None:
+        # Queued, not delivered at once: like EventBridge, delivery is asynchronous to the call
+        # that caused it (submit() returns before the tracker hears of the job).
+        self._outbox.append(job_state_change_event(self.describe(job.job_id), region="local"))
+
+    def _flush(self) -> None:
+        while self._outbox:
+            event = self._outbox[0]
+            try:
+                for listener in self.listeners:
+                    listener(event)
+            except Exception as exc:  # the tracker failed: keep the event and redeliver it later
+                log.warning("event listener failed (%s); will redeliver", type(exc).__name__)
+                return
+            self._outbox.popleft()
+
+    def _set(self, job: _Job, status: str, reason: str | None = None) -> None:
+        job.status = status
+        job.status_reason = reason
+        if status in TERMINAL:
+            job.stopped_at = _ms()
+        self._emit(job)
+        if status in TERMINAL:
+            self._on_terminal(job)
+
+    def _advance_waiting(self, job: _Job) -> None:
+        deps = [self.jobs[d] for d in job.sub.depends_on]
+        if any(d.status == "FAILED" for d in deps):
+            self._set(job, "FAILED", DEPENDENCY_REASON)
+        elif all(d.status == "SUCCEEDED" for d in deps):
+            self._set(job, "RUNNABLE")
+        elif job.status == "SUBMITTED":
+            self._set(job, "PENDING")
+
+    def _on_terminal(self, finished: _Job) -> None:
+        for job in list(self.jobs.values()):
+            if job.status in ("SUBMITTED", "PENDING") and finished.job_id in job.sub.depends_on:
+                self._advance_waiting(job)
+
+    def _used_slots(self) -> int:
+        return sum(j.slots for j in self.jobs.values() if j.status in ("STARTING", "RUNNING"))
+
+    def _start_runnable(self) -> None:
+        for job_id in self._order:
+            job = self.jobs[job_id]
+            if job.status != "RUNNABLE":
+                continue
+            need = min(job.slots, self.capacity)
+            if self._used_slots() + need > self.capacity:
+                break  # FIFO: do not let small jobs starve the head of the queue
+            self._launch(job)
+
+    def _launch(self, job: _Job) -> None:
+        self._set(job, "STARTING")
+        attempt_no = len(job.attempts) + 1
+        cmd = job.sub.definition.resolve_command(job.sub.parameters)
+        if cmd and cmd[0] in ("python", "python3"):
+            cmd[0] = sys.executable
+        env = dict(os.environ)
+        for item in job.sub.definition.raw.get("containerProperties", {}).get("environment", []):
+            env[item["name"]] = item["value"]
+        env.update(self.settings.to_env())
+        env.update(
+            AWS_BATCH_JOB_ID=job.job_id,
+            AWS_BATCH_JOB_ATTEMPT=str(attempt_no),
+            AWS_BATCH_JQ_NAME=self.settings.job_queue,
+            AWS_BATCH_CE_NAME="local",
+        )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        job.log_path = self.log_dir / f"{job.sub.kind}-{job.job_id}-{attempt_no}.log"
+        with job.log_path.open("wb") as log_fh:
+            job.proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(self.settings.data_dir.resolve()),
+            )
+        job.attempt_started = time.monotonic()
+        job.term_sent = None
+        job.timed_out = False
+        job.exit_code = None
+        job.started_at = job.started_at or _ms()
+        self._set(job, "RUNNING")
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for job in self.jobs.values():
+            if job.status != "RUNNING" or job.proc is None:
+                continue
+            code = job.proc.poll()
+            if code is None:
+                self._enforce_timeout(job, now)
+                continue
+            self._finish_attempt(job, 128 - code if code < 0 else code)
+
+    def _enforce_timeout(self, job: _Job, now: float) -> None:
+        if not job.timeout or now - job.attempt_started < job.timeout:
+            return
+        if job.term_sent is None:
+            job.timed_out = True
+            job.term_sent = now
+            _kill_group(job.proc, signal.SIGTERM)
+        elif now - job.term_sent >= self.grace_seconds:
+            _kill_group(job.proc, signal.SIGKILL)
+
+    def _finish_attempt(self, job: _Job, exit_code: int) -> None:
+        started_ms = int(job.started_at or _ms())
+        status_reason = TIMEOUT_REASON if job.timed_out else EXITED
+        job.attempts.append(
+            {
+                "container": {"exitCode": exit_code, "logStreamName": str(job.log_path)},
+                "startedAt": started_ms,
+                "stoppedAt": _ms(),
+                "statusReason": status_reason,
+            }
+        )
+        job.exit_code = exit_code
+        job.proc = None
+        if exit_code == 0 and not job.timed_out:
+            self._set(job, "SUCCEEDED", EXITED)
+            return
+        if job.timed_out:  # Batch never retries an attempt it terminated for its timeout
+            self._set(job, "FAILED", TIMEOUT_REASON)
+            return
+        action = evaluate_on_exit(job.sub.definition.evaluate_on_exit, exit_code, None, status_reason)
+        if action == "RETRY" and len(job.attempts) < job.sub.definition.attempts:
+            log.info("job %s attempt %d exited %d: retrying", job.sub.kind, len(job.attempts), exit_code)
+            self._set(job, "RUNNABLE")
+        else:
+            self._set(job, "FAILED", EXITED)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

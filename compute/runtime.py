@@ -1,0 +1,106 @@
+"""Everything wired together on one machine: store, database, notifier, tracker, local compute
+and dispatcher, as ``medintake process`` and ``medintake watch`` use them.
+
+Uploading a local file goes through the same path as on AWS: the file is stored under the uploads
+prefix, an S3 ``ObjectCreated`` notification is built for it and handed to the dispatcher, whose
+jobs the local compute environment runs, whose state changes the tracker turns into final states
+and notices.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from compute.local import LocalComputeEnvironment
+from pipeline import database, repository
+from pipeline.dispatcher import Dispatcher
+from pipeline.events import UploadRef, s3_notification
+from pipeline.models import FINAL_STATUSES, Document
+from pipeline.notify import flush_outbox, open_notifier
+from pipeline.settings import Settings
+from pipeline.store import open_store
+from pipeline.tracker import Tracker
+
+log = logging.getLogger("medintake.runtime")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    input: str  # the path as the user gave it (shown to that user only; never logged)
+    document_id: str
+
+
+def upload_key(settings: Settings, path: Path) -> str:
+    """uploads/<first 16 hex of sha256>/<file name>: two files of one name never overwrite."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{settings.uploads_prefix}{h.hexdigest()[:16]}/{path.name}"
+
+
+class LocalRuntime:
+    def __init__(self, settings: Settings, listeners=None) -> None:
+        self.settings = settings
+        database.upgrade(settings)
+        self.store = open_store(settings)
+        self.notifier = open_notifier(settings)
+        self.tracker = Tracker(settings, self.store, self.notifier)
+        self.compute = LocalComputeEnvironment(settings, listeners=[self.tracker.handle, *(listeners or [])])
+        self.dispatcher = Dispatcher(settings, self.compute, self.store, self.notifier)
+
+    def upload(self, path: Path) -> UploadRef:
+        key = upload_key(self.settings, path)
+        info = self.store.head(key) or self.store.put_file(key, path)
+        return UploadRef(self.store.bucket, key, info.version_id, info.etag, info.size)
+
+    def submit(self, path: Path, display: str | None = None) -> Submitted:
+        """Store ``path`` as an upload and dispatch its S3 event; returns the document id."""
+        ref = self.upload(path)
+        self.dispatcher.handle_event(s3_notification(ref))
+        doc = repository.get_document(self.settings, ref.document_id)
+        if doc.status not in FINAL_STATUSES and not self._has_local_jobs(doc):
+            # Left mid-flight by an earlier process whose workers died with it: start again.
+            attempt = repository.start_new_attempt(self.settings, doc.id, force=True)
+            self.dispatcher.submit_graph(doc.id, attempt)
+        return Submitted(display or str(path), ref.document_id)
+
+    def reprocess(self, document_id: str) -> int:
+        attempt = repository.start_new_attempt(self.settings, document_id)
+        if attempt:
+            self.dispatcher.submit_graph(document_id, attempt)
+        return attempt
+
+    def _has_local_jobs(self, doc: Document) -> bool:
+        ours = set(self.compute.jobs)
+        return any(j.id in ours for j in repository.jobs_for(self.settings, doc.id, doc.attempt))
+
+    def final(self, document_ids: list[str]) -> bool:
+        docs = repository.find_documents(self.settings, set(document_ids))
+        return all(d.status in FINAL_STATUSES for d in docs.values())
+
+    def run_until_final(self, document_ids: list[str], on_step=None, max_seconds: float | None = None) -> None:
+        def done() -> bool:
+            if on_step is not None:
+                on_step()
+            return self.final(document_ids)
+
+        self.compute.run(until=done, max_seconds=max_seconds)
+        flush_outbox(self.settings, self.notifier)
+
+    def outputs(self, document_id: str) -> dict[str, str]:
+        """Output name -> local file path (folder store) or s3:// URI, from the manifest."""
+        import json
+
+        key = f"{self.settings.results_prefix}{document_id}/manifest.json"
+        try:
+            manifest = json.loads(self.store.get_bytes(key))
+        except KeyError:
+            return {}
+        out = {}
+        for name, okey in sorted(manifest.get("outputs", {}).items()):
+            local = self.store.local_path(okey)
+            out[name] = str(local) if local else f"s3://{self.store.bucket}/{okey}"
+        return out

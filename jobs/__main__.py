@@ -1,0 +1,40 @@
+"""Worker entry point: the boundary where our exceptions become exit codes (SPEC 4).
+
+0 success; 65 rejected input (never retried; the reason is saved on the job row first so the
+tracker can report it); any other code is retried by the job definition's retry strategy.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jobs.runner import KINDS, run_job
+from pipeline.errors import ExitCode, MedintakeError
+from pipeline.logs import configure_logging
+from pipeline.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs", description="Run one medintake worker job.")
+    parser.add_argument("kind", choices=sorted(KINDS))
+    parser.add_argument("--document-id", required=True)
+    parser.add_argument("--attempt", type=int, default=1)
+    args = parser.parse_args(argv)
+    log = logging.getLogger("medintake.jobs")
+    try:
+        settings = Settings.load()
+        configure_logging(settings.log_level)
+        run_job(settings, args.kind, args.document_id, args.attempt)
+        return ExitCode.OK
+    except MedintakeError as exc:
+        # Messages are PHI-free by construction (see pipeline.errors).
+        log.error("%s job failed: %s [%s] exit=%d", args.kind, exc.message, type(exc).__name__, exc.exit_code)
+        return int(exc.exit_code)
+    except Exception as exc:  # a bug: retryable; the type is logged, the message may hold PHI
+        log.error("%s job crashed: %s", args.kind, type(exc).__name__, exc_info=False)
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Logging: one JSON object per line, ids and codes only (never text, names or keys)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        job_id = os.environ.get("AWS_BATCH_JOB_ID")
+        if job_id:
+            out["job_id"] = job_id
+        return json.dumps(out)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,222 @@
+"""Object stores: a folder standing in for the bucket, and S3. One interface, chosen by settings.
+
+Keys are S3 keys (``uploads/…``, ``results/<document_id>/…``). In the folder store a key becomes a
+path only through ``safe_relative_path``: S3 accepts ``../x``, ``/etc/passwd`` or NUL bytes in a
+key, and an upload event must never make us read or write outside the bucket folder. Writes are
+atomic per object (temp file + rename locally; a single PUT on S3), so a reader never sees half an
+output and a rerun replaces rather than mixes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Protocol
+
+from pipeline.errors import ConfigError, TransientError, UnsafeKey
+from pipeline.settings import Settings
+
+MAX_KEY_BYTES = 1024  # S3's own limit
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+
+
+def safe_relative_path(key: str) -> PurePosixPath:
+    """The key as a relative path with no way out of its root; raises UnsafeKey."""
+    if not key or "\x00" in key or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise UnsafeKey("the object key is empty, holds a NUL byte or is longer than 1024 bytes")
+    if key.startswith("/") or "\\" in key:
+        raise UnsafeKey("the object key is absolute or holds a backslash")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in ("", ".", ".."):
+        raise UnsafeKey("the object key holds an empty, '.' or '..' segment")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise UnsafeKey("a segment of the object key is longer than 255 bytes")
+    return PurePosixPath(*parts)
+
+
+class Store(Protocol):
+    bucket: str
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo: ...
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def download(self, key: str, dest: Path) -> Path: ...
+    def head(self, key: str) -> ObjectInfo | None: ...
+    def list(self, prefix: str) -> Iterator[str]: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def local_path(self, key: str) -> Path | None: ...
+
+
+class FolderStore:
+    """A bucket as a folder: ``<root>/<bucket>/<key>``. ETag is the MD5 of the content, as S3's."""
+
+    def __init__(self, root: Path, bucket: str) -> None:
+        safe_relative_path(bucket)
+        self.bucket = bucket
+        self.root = (Path(root) / bucket).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = self.root.joinpath(*safe_relative_path(key).parts)
+        # Belt and braces: a symlink planted inside the bucket must not lead out of it either.
+        if not path.resolve().is_relative_to(self.root):
+            raise UnsafeKey("the object key resolves outside the bucket")
+        return path
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return ObjectInfo(key, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self._info(key, dest)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError("no such object") from None
+
+    def download(self, key: str, dest: Path) -> Path:
+        src = self._path(key)
+        if not src.is_file():
+            raise KeyError("no such object")
+        shutil.copyfile(src, dest)
+        return dest
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        return self._info(key, path) if path.is_file() else None
+
+    @staticmethod
+    def _info(key: str, path: Path) -> ObjectInfo:
+        md5 = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                md5.update(chunk)
+        return ObjectInfo(key, path.stat().st_size, md5.hexdigest())
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list(prefix))
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        return len(keys)
+
+
+class S3Store:
+    """S3 through boto3; ``endpoint_url`` honoured so moto's server or MinIO work."""
+
+    def __init__(self, settings: Settings, client=None) -> None:
+        import boto3
+
+        self.bucket = settings.bucket
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url or None,
+            region_name=settings.aws_region or None,
+        )
+
+    def _call(self, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise KeyError("no such object") from None
+            if code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId"):
+                raise ConfigError(f"S3 refused the request ({code})") from None
+            raise TransientError(f"S3 error ({code})") from None
+        except BotoCoreError as exc:
+            raise TransientError(f"S3 unreachable ({type(exc).__name__})") from None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        extra = {"ContentType": content_type} if content_type else {}
+        resp = self._call(self.client.put_object, Key=key, Body=data, **extra)
+        return ObjectInfo(key, len(data), resp["ETag"].strip('"'), resp.get("VersionId"))
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
+        with Path(path).open("rb") as fh:
+            extra = {"ContentType": content_type} if content_type else {}
+            resp = self._call(self.client.put_object, Key=key, Body=fh, **extra)
+        return ObjectInfo(key, Path(path).stat().st_size, resp["ETag"].strip('"'), resp.get("VersionId"))
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._call(self.client.get_object, Key=key)["Body"].read()
+
+    def download(self, key: str, dest: Path) -> Path:
+        body = self._call(self.client.get_object, Key=key)["Body"]
+        with Path(dest).open("wb") as fh:
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                fh.write(chunk)
+        return dest
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = self._call(self.client.head_object, Key=key)
+        except KeyError:
+            return None
+        return ObjectInfo(key, resp["ContentLength"], resp["ETag"].strip('"'), resp.get("VersionId"))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list(prefix))
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            self._call(self.client.delete_objects, Delete={"Objects": batch, "Quiet": True})
+        return len(keys)
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.store_backend == "s3":
+        return S3Store(settings)
+    return FolderStore(settings.effective_store_root, settings.bucket)

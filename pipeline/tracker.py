@@ -1,0 +1,163 @@
+"""The tracker: the one place that decides a document's final state (SPEC 3.4).
+
+It consumes Batch "Job State Change" events (EventBridge on AWS; the local compute environment
+here), records each once, and when every job of a document attempt is terminal decides COMPLETED,
+FAILED or REJECTED, writes the manifest and sends exactly one notice. Failures that never reach
+our code (a killed worker, a timeout, a host lost) are visible only here, which is why the
+decision lives here and not in the workers. Light module: runs in a small Lambda on AWS.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline import repository
+from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, parse_job_state_change
+from pipeline.errors import ExitCode
+from pipeline.jobdefs import GRAPH
+from pipeline.models import Document, Job
+from pipeline.notify import Notifier, flush_outbox
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+log = logging.getLogger("medintake.tracker")
+
+
+def decide(jobs: list[Job]) -> tuple[str, tuple[str, str] | None] | None:
+    """(final status, (reason code, sentence)) once every job of the graph is terminal, else None."""
+    if {j.kind for j in jobs} != set(GRAPH) or any(j.status not in TERMINAL for j in jobs):
+        return None
+    failed = [j for j in jobs if j.status == "FAILED"]
+    rejected = [j for j in failed if j.exit_code == ExitCode.REJECTED_INPUT]
+    if rejected:
+        with_reason = [j for j in rejected if j.reason_code] or rejected
+        j = with_reason[0]
+        return "REJECTED", (j.reason_code or "rejected_input", j.reason_message or "The upload was rejected.")
+    own = [j for j in failed if j.status_reason != DEPENDENCY_REASON] or failed
+    if own:
+        j = own[0]
+        if j.status_reason == TIMEOUT_REASON:
+            return "FAILED", ("job_timeout", f"The {j.kind} job exceeded its time limit.")
+        return "FAILED", (
+            "job_failed",
+            f"The {j.kind} job failed after {j.tries} attempt(s) (last exit code {j.exit_code}).",
+        )
+    return "COMPLETED", None
+
+
+class Tracker:
+    def __init__(self, settings: Settings, store: Store, notifier: Notifier) -> None:
+        self.settings = settings
+        self.store = store
+        self.notifier = notifier
+
+    def handle(self, event: dict[str, Any]) -> str | None:
+        """Apply one job state change; returns the document's final status if this decided it."""
+        change = parse_job_state_change(event)
+        if change is None:
+            return None
+        job = repository.record_job_event(self.settings, change)
+        if job is None:
+            return None  # duplicate event, or a job that is not ours
+        doc = repository.get_document(self.settings, job.document_id)
+        if job.attempt != doc.attempt:
+            return None  # a late event of an earlier attempt
+        if change.status in ("STARTING", "RUNNING"):
+            repository.claim(self.settings, doc.id, doc.attempt, "QUEUED", "PROCESSING")
+        if change.status not in TERMINAL:
+            return None
+        return self.evaluate(doc)
+
+    def evaluate(self, doc: Document) -> str | None:
+        jobs = repository.jobs_for(self.settings, doc.id, doc.attempt)
+        decision = decide(jobs)
+        if decision is None:
+            return None
+        status, reason = decision
+        return self.finish(doc, status, reason, jobs)
+
+    def finish(
+        self, doc: Document, status: str, reason: tuple[str, str] | None, jobs: list[Job] | None = None
+    ) -> str | None:
+        """Write the manifest, set the final status with its notice (once), publish."""
+        jobs = jobs or []
+        outputs: dict[str, str] = {}
+        for j in jobs:
+            if j.status == "SUCCEEDED" and j.result:
+                outputs.update(j.result.get("outputs", {}))
+        manifest_key = f"{self.settings.results_prefix}{doc.id}/manifest.json"
+        manifest = build_manifest(doc, status, reason, jobs, outputs)
+        outputs_with_manifest = {**outputs, "manifest": manifest_key}
+        manifest["outputs"] = outputs_with_manifest
+        self.store.put_bytes(manifest_key, json.dumps(manifest, indent=2, sort_keys=True).encode(), "application/json")
+        counts = repository.counts_for(self.settings, doc.id) if status == "COMPLETED" else {}
+        extract = next((j for j in jobs if j.kind == "extract" and j.result), None)
+        if extract:
+            counts["ocr_pages"] = extract.result.get("ocr_pages", 0)
+        payload = notice_payload(doc, status, reason, outputs_with_manifest, counts)
+        notice = repository.finalize(self.settings, doc.id, doc.attempt, status, reason, payload)
+        if notice is None:
+            return None  # someone else finalised this attempt first
+        log.info("document %s attempt %d is %s", doc.id, doc.attempt, status)
+        flush_outbox(self.settings, self.notifier)
+        return status
+
+
+def notice_payload(
+    doc: Document, status: str, reason: tuple[str, str] | None, outputs: dict[str, str], counts: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "event_type": f"document.{status.lower()}",
+        "notice_id": f"{doc.id}:{doc.attempt}",
+        "document_id": doc.id,
+        "attempt": doc.attempt,
+        "status": status,
+        "reason_code": reason[0] if reason else None,
+        "outputs": outputs,
+        "counts": counts,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def build_manifest(
+    doc: Document, status: str, reason: tuple[str, str] | None, jobs: list[Job], outputs: dict[str, str]
+) -> dict[str, Any]:
+    timings: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    result: dict[str, Any] = {}
+    for j in jobs:
+        r = j.result or {}
+        timings[j.kind] = {
+            "status": j.status,
+            "tries": j.tries,
+            "seconds": (j.stopped_at - j.started_at).total_seconds() if j.started_at and j.stopped_at else None,
+            **({"stages": r["timings"]} if r.get("timings") else {}),
+        }
+        versions.update(r.get("tool_versions", {}))
+        if j.kind == "extract":
+            result = r
+    return {
+        "document_id": doc.id,
+        "attempt": doc.attempt,
+        "status": status,
+        "reason_code": reason[0] if reason else None,
+        "reason": reason[1] if reason else None,
+        "source": {
+            "bucket": doc.bucket,
+            "key": doc.object_key,
+            "version_id": doc.version_id,
+            "etag": doc.etag,
+            "size": doc.size,
+            "sha256": doc.sha256,
+        },
+        "type": result.get("type") or ({"format": doc.file_format} if doc.file_format else None),
+        "pages": doc.page_count,
+        "ocr_pages": result.get("ocr_pages"),
+        "language": doc.language,
+        "timings": timings,
+        "tool_versions": versions,
+        "outputs": outputs,
+    }
