@@ -124,16 +124,30 @@ def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings
     is only read, never modified. Returns results in the order thumbnail, preview, web, png,
     archival (smallest first, the order apps usually want them).
     """
+    quiet_pillow_debug_logging()
     target = out_dir / RENDITIONS_DIR
     target.mkdir(parents=True, exist_ok=True)
     current = load_normalised(src, kind, settings)
+    full_size = current.size
     results: list[RenditionResult] = []
     for spec in RENDITIONS:
-        # Rebinding ``current`` releases the full-size buffer once the first downscale exists.
-        current = fit_within(current, spec.max_side)
+        # Sizes come from the full size (no rounding drift along the cascade); rebinding
+        # ``current`` releases the full-size buffer once the first downscale exists.
+        current = fit_within(current, full_size, spec.max_side)
         results.append(write_rendition(current, spec, target))
     log.debug("renditions written: %d", len(results))
     return list(reversed(results))
+
+
+def quiet_pillow_debug_logging() -> None:
+    """Keep Pillow's DEBUG records out of the logs: they print EXIF/TIFF tag values (names, GPS).
+
+    The worker may run at DEBUG; PHI must still never reach a log line (SPEC section 6). Only
+    raises the "PIL" logger to INFO when it is unset or more verbose; nothing else is touched.
+    """
+    pil_logger = logging.getLogger("PIL")
+    if pil_logger.getEffectiveLevel() < logging.INFO:
+        pil_logger.setLevel(logging.INFO)
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -377,11 +391,11 @@ def drop_opaque_alpha(img: "PILImage.Image") -> "PILImage.Image":
 # --- resampling and writing ---------------------------------------------------------------------
 
 
-def fit_within(img: "PILImage.Image", max_side: int | None) -> "PILImage.Image":
-    """``img`` downscaled to fit a ``max_side`` square, or ``img`` itself if it already fits."""
+def fit_within(img: "PILImage.Image", full_size: tuple[int, int], max_side: int | None) -> "PILImage.Image":
+    """``img`` resized to ``full_size`` fitted in a ``max_side`` square; ``img`` itself if it is so."""
     if max_side is None:
         return img
-    size = fitted_size(img.size, max_side)
+    size = fitted_size(full_size, max_side)
     if size == img.size:
         return img
     from PIL import Image
