@@ -1,0 +1,294 @@
+"""Local medical entity extractor: lexicons + rules, in Comprehend Medical DetectEntitiesV2 shape.
+
+Why local: the embedded default must run with no network, no model download and no heavy import,
+and some regions cannot send text to Comprehend Medical. The approach is deliberately simple and
+fast: case-insensitive longest match of token sequences against small lexicons (a trie), suffix
+rules for drug stems and disease words, abbreviations defined in the text ("... (SF)") propagated,
+then rule-based medication attributes (pipeline.entities_rules) and NegEx-style context traits.
+
+Offsets are Python ``str`` indices (code points), which is also what Comprehend Medical returns.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from pipeline import entities_rules as rules
+
+MODEL_VERSION = "medintake-local-1.0"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# Letters, digit runs, or one punctuation character: "G6PD" -> G 6 PD, "h/o" -> h / o.
+_TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
+_SKIP = frozenset("-\u2010\u2011\u2012\u2013")  # hyphens are ignored: "type-2" == "type 2"
+_WORDCHAR = re.compile(r"\w")
+
+# Score given by source: curated lists are trusted most, suffix guesses least.
+SCORE_CURATED = 0.9
+SCORE_DERIVED = 0.75
+SCORE_RULE = 0.6
+
+# USAN-style stems that mark a drug name; checked on whole lower-cased tokens of >= 7 letters.
+_DRUG_SUFFIXES = (
+    "pril", "sartan", "olol", "alol", "ilol", "statin", "conazole", "prazole", "dazole", "floxacin",
+    "oxacin", "mycin", "micin", "cillin", "cycline", "dipine", "tidine", "vudine", "navir", "previr",
+    "buvir", "clovir", "umab", "ximab", "zumab", "tinib", "parin", "xaban", "gatran", "oxetine", "triptan",
+    "afil", "gliptin", "gliflozin", "glitazone", "lukast", "semide", "thiazide", "tiazem", "azepam",
+    "azolam", "barbital", "profen", "fenac", "coxib", "caine", "dronate", "setron", "olone", "asone",
+    "isone", "ortisone", "buterol", "meterol", "moterol", "tropium", "curonium", "platin", "rubicin",
+    "taxel", "azepine", "peridol", "iapine", "zapine", "ridone", "sidone", "pramine", "triptyline",
+    "lutamide", "phylline", "thromycin", "penem", "bactam", "fungin", "pamil", "trexate",
+)
+_DRUG_NOT = frozenset({"examine", "cholesterol", "profile", "reason", "season", "poison", "caffeine"})
+# Disease-word endings, checked on whole lower-cased tokens of >= 6 letters.
+_DISEASE_SUFFIXES = (
+    "itis", "osis", "emia", "aemia", "oma", "omas", "pathy", "pathies", "algia", "plegia", "paresis",
+    "trophy", "plasia", "ectasia", "megaly", "penia", "uria", "rrhea", "rrhoea", "rrhage", "toxicity",
+    "cardia", "lepsy", "iasis", "ismus",
+)
+_DISEASE_NOT = frozenset({
+    "diagnosis", "prognosis", "apoptosis", "mitosis", "meiosis", "osmosis", "symbiosis", "anastomosis",
+    "phagocytosis", "endocytosis", "exocytosis", "stoma", "stroma", "diploma", "aroma", "chroma",
+    "empathy", "sympathy", "telepathy", "homeopathy", "naturopathy", "trophy", "genoma", "hypothesis",
+    "glycemia", "normoglycemia", "normocalcemia", "kalemia", "natremia", "diuresis", "curia", "fibroma",
+    "nephrotoxicity", "hepatotoxicity", "cytotoxicity", "genotoxicity", "toxicity",
+})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a lexicon term means. ``exact`` terms (abbreviations) must match letter case too."""
+
+    category: str
+    type: str
+    trait: str = ""  # DIAGNOSIS | SYMPTOM | SIGN for conditions
+    score: float = SCORE_CURATED
+    exact: str = ""  # letters of the term when it is matched case-sensitively
+    priority: int = 0  # higher wins when two sources define the same key
+
+
+@dataclass
+class Span:
+    """A detected entity before it is turned into a DetectEntitiesV2 dict."""
+
+    begin: int
+    end: int
+    entry: Entry
+    traits: dict[str, float] = field(default_factory=dict)
+    attributes: list[rules.Attr] = field(default_factory=list)
+
+
+def norm(token: str) -> str:
+    """Lower-case and strip a plural "s" so "tumors" matches "tumor"; applied to terms and text alike."""
+    t = token.lower()
+    if len(t) > 4 and t.endswith("s") and not t.endswith(("ss", "us", "is")):
+        return t[:-1]
+    return t
+
+
+def _keys(term: str) -> tuple[str, ...]:
+    return tuple(norm(t) for t in _TOKEN.findall(term) if t not in _SKIP)
+
+
+def _letters(s: str) -> str:
+    return "".join(c for c in s if c.isalnum())
+
+
+class Lexicon:
+    """A token trie: ``node[token] -> child``; entries sit under the key ``""`` (never a token)."""
+
+    def __init__(self) -> None:
+        self.root: dict = {}
+        self.size = 0
+
+    def add(self, term: str, entry: Entry) -> None:
+        keys = _keys(term)
+        if not keys or (len(keys) == 1 and len(keys[0]) < 2):
+            return
+        if term.isupper() or (any(c.isupper() for c in term[1:]) and len(term) <= 8 and " " not in term):
+            entry = Entry(**{**entry.__dict__, "exact": _letters(term)})
+        node = self.root
+        for k in keys:
+            node = node.setdefault(k, {})
+        entries: list[Entry] = node.setdefault("", [])
+        for i, old in enumerate(entries):
+            if old.exact == entry.exact:
+                if entry.priority > old.priority:
+                    entries[i] = entry
+                return
+        entries.append(entry)
+        entries.sort(key=lambda e: (not e.exact, -e.priority))  # case-sensitive readings first
+        self.size += 1
+
+    def add_many(self, terms: Iterable[tuple[str, Entry]]) -> "Lexicon":
+        for term, entry in terms:
+            self.add(term, entry)
+        return self
+
+
+def _data_lines(name: str) -> Iterable[list[str]]:
+    with (DATA_DIR / name).open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip() and not line.startswith("#"):
+                yield line.rstrip("\n").split("\t")
+
+
+@lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    """The shipped lexicons (see pipeline/data/README.md), loaded once per process."""
+    lex = Lexicon()
+    for parts in _data_lines("drugs.tsv"):
+        lex.add(parts[0], Entry("MEDICATION", "GENERIC_NAME", priority=3))
+        for brand in (parts[1].split("|") if len(parts) > 1 and parts[1] else ()):
+            lex.add(brand, Entry("MEDICATION", "BRAND_NAME", priority=3))
+    for parts in _data_lines("conditions.tsv"):
+        lex.add(parts[0], Entry("MEDICAL_CONDITION", "DX_NAME", parts[1] if len(parts) > 1 else "", priority=2))
+    for parts in _data_lines("procedures.tsv"):
+        lex.add(parts[0], Entry(parts[1], parts[2], priority=2))
+    for parts in _data_lines("ncbi_disease_terms.txt"):
+        lex.add(parts[0], Entry("MEDICAL_CONDITION", "DX_NAME", "DIAGNOSIS", SCORE_DERIVED, priority=1))
+    return lex
+
+
+_RULE_DRUG = Entry("MEDICATION", "GENERIC_NAME", score=SCORE_RULE)
+_RULE_DX = Entry("MEDICAL_CONDITION", "DX_NAME", "DIAGNOSIS", score=SCORE_RULE)
+
+
+def _rule_entry(token: str) -> Entry | None:
+    t = token.lower()
+    if not t.isalpha():
+        return None
+    if len(t) >= 7 and t.endswith(_DRUG_SUFFIXES) and t not in _DRUG_NOT:
+        return _RULE_DRUG
+    if len(t) >= 6 and t.endswith(_DISEASE_SUFFIXES) and t not in _DISEASE_NOT:
+        return _RULE_DX
+    return None
+
+
+def _gap_ok(text: str, a: int, b: int) -> bool:
+    """Tokens of one term may be separated by spaces, hyphens or one line break, never a page."""
+    gap = text[a:b]
+    return "\f" not in gap and gap.count("\n") <= 1
+
+
+def match(text: str, lexicon: Lexicon) -> list[Span]:
+    """Greedy left-to-right longest match of lexicon terms, then suffix rules on unmatched tokens."""
+    toks = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text) if m.group() not in _SKIP]
+    keys = [norm(t[2]) for t in toks]
+    n = len(toks)
+    spans: list[Span] = []
+    i = 0
+    while i < n:
+        start = toks[i][0]
+        if start > 0 and text[start - 1].isalnum():
+            i += 1
+            continue  # inside a word such as "G6PD": never start a match there
+        node = lexicon.root
+        best: tuple[int, Entry] | None = None
+        j = i
+        while j < n:
+            if j > i and not _gap_ok(text, toks[j - 1][1], toks[j][0]):
+                break
+            node = node.get(keys[j])
+            if node is None:
+                break
+            entries = node.get("")
+            end = toks[j][1]
+            if entries and not (end < len(text) and text[end].isalnum() and text[end - 1].isalnum()):
+                for e in entries:
+                    if not e.exact or _letters(text[start:end]) == e.exact:
+                        best = (j, e)
+                        break
+            j += 1
+        if best is not None:
+            spans.append(Span(start, toks[best[0]][1], best[1]))
+            i = best[0] + 1
+            continue
+        tok = toks[i][2]
+        entry = _rule_entry(tok)
+        end = toks[i][1]
+        if entry is not None and not (end < len(text) and text[end].isalnum()):
+            spans.append(Span(start, end, entry))
+        i += 1
+    return spans
+
+
+_ABBREV = re.compile(r"\s?\(\s?([A-Za-z][\w\-]{0,9})\s?\)")
+
+
+def propagate_abbreviations(text: str, spans: list[Span]) -> list[Span]:
+    """"Tourette syndrome (TS)": tag "TS" here and everywhere else in this text, case-sensitively."""
+    defined: dict[str, Entry] = {}
+    for s in spans:
+        m = _ABBREV.match(text, s.end)
+        if m and any(c.isupper() for c in m.group(1)) and len(m.group(1)) >= 2:
+            sf = m.group(1)
+            initials = {w[0].lower() for w in _TOKEN.findall(text[s.begin:s.end]) if w[0].isalnum()}
+            if sf[0].lower() in initials:  # Schwartz-Hearst: the short form starts like a long-form word
+                defined.setdefault(sf, Entry(**{**s.entry.__dict__, "score": round(s.entry.score - 0.05, 2)}))
+    if not defined:
+        return spans
+    taken = sorted((s.begin, s.end) for s in spans)
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in sorted(defined, key=len, reverse=True))
+                         + r")(?![\w-])")
+    extra: list[Span] = []
+    starts = [b for b, _ in taken]
+    for m in pattern.finditer(text):
+        k = bisect.bisect_right(starts, m.start()) - 1
+        if k >= 0 and taken[k][1] > m.start():
+            continue  # inside an existing entity
+        if k + 1 < len(taken) and taken[k + 1][0] < m.end():
+            continue
+        extra.append(Span(m.start(), m.end(), defined[m.group(1)]))
+    return sorted(spans + extra, key=lambda s: s.begin)
+
+
+def extract(text: str, lexicon: Lexicon | None = None) -> dict:
+    """Run the local extractor on ``text``; returns a DetectEntitiesV2-shaped dict."""
+    if not text or not text.strip():
+        return {"Entities": [], "UnmappedAttributes": [], "ModelVersion": MODEL_VERSION}
+    spans = match(text, lexicon or default_lexicon())
+    spans = propagate_abbreviations(text, spans)
+    ctx = rules.Context(text)
+    meds = [s for s in spans if s.entry.category == "MEDICATION"]
+    for k, s in enumerate(meds):
+        limit = meds[k + 1].begin if k + 1 < len(meds) else len(text)
+        s.attributes = rules.medication_attributes(text, s.end, limit, ctx)
+    for s in spans:
+        if s.entry.category == "MEDICAL_CONDITION":
+            if s.entry.trait:
+                s.traits[s.entry.trait] = 0.8
+            acuity = rules.acuity_attribute(text, s.begin)
+            if acuity is not None:
+                s.attributes.append(acuity)
+        if s.entry.category in ("MEDICAL_CONDITION", "MEDICATION"):
+            s.traits.update(ctx.traits(s.begin, s.end, s.entry.category))
+    return to_response(text, spans)
+
+
+def to_response(text: str, spans: list[Span]) -> dict:
+    """Number entities and their attributes from one counter, as Comprehend Medical does."""
+    next_id = 0
+    entities = []
+    for s in sorted(spans, key=lambda s: (s.begin, s.end)):
+        eid = next_id
+        next_id += 1
+        attrs = []
+        for a in sorted(s.attributes, key=lambda a: a.begin):
+            attrs.append({
+                "Type": a.type, "Score": a.score, "RelationshipScore": a.relationship_score,
+                "RelationshipType": a.relationship, "Id": next_id, "BeginOffset": a.begin, "EndOffset": a.end,
+                "Text": text[a.begin:a.end], "Category": s.entry.category, "Traits": [],
+            })
+            next_id += 1
+        entities.append({
+            "Id": eid, "BeginOffset": s.begin, "EndOffset": s.end, "Score": s.entry.score,
+            "Text": text[s.begin:s.end], "Category": s.entry.category, "Type": s.entry.type,
+            "Traits": [{"Name": n, "Score": sc} for n, sc in s.traits.items()],
+            "Attributes": attrs,
+        })
+    return {"Entities": entities, "UnmappedAttributes": [], "ModelVersion": MODEL_VERSION}
