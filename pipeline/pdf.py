@@ -22,6 +22,10 @@ from pipeline.errors import CorruptFile, EncryptedPdf
 
 log = logging.getLogger(__name__)
 
+# pdfminer logs raw content streams (the document's text) at DEBUG level: never let it, whatever
+# level the worker runs at, since logs must not carry PHI.
+logging.getLogger("pdfminer").setLevel(logging.WARNING)
+
 # A text layer below these figures is treated as absent and the page is OCR'd.
 _MIN_ALNUM_CHARS = 3
 _MIN_GOOD_SHARE = 0.5
