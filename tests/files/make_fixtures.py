@@ -9,6 +9,7 @@ Needs: Pillow, numpy, OpenCV, pillow_heif, pypdfium2, and the ``qpdf`` program (
 """
 from __future__ import annotations
 
+import datetime
 import io
 import subprocess
 from pathlib import Path
@@ -146,7 +147,8 @@ def make_scanned_pdf(path: Path) -> None:
     page = render_lines(SCAN_LINES, width=1500, height=700, font_px=42, margin=80)
     page = page.rotate(1.5, resample=Image.BICUBIC, fillcolor=255, expand=False)
     arr = add_noise(np.asarray(page), rng, sigma=6, speckles=0.002)
-    Image.fromarray(arr).save(path, "PDF", resolution=300.0, quality=40)
+    fixed = datetime.datetime(2024, 3, 14, 12, 0, 0)
+    Image.fromarray(arr).save(path, "PDF", resolution=300.0, quality=40, creationDate=fixed, modDate=fixed)
 
 
 def make_phone_photo(path: Path) -> None:
@@ -243,7 +245,7 @@ def main() -> None:
     (HERE / "empty.pdf").write_bytes(b"")
     encrypted = HERE / "encrypted.pdf"
     encrypted.unlink(missing_ok=True)
-    subprocess.run(["qpdf", "--static-id", "--encrypt", "user-secret", "owner-secret", "256", "--",
+    subprocess.run(["qpdf", "--static-id", "--static-aes-iv", "--encrypt", "user-secret", "owner-secret", "256", "--",
                     str(digital), str(encrypted)], check=True)
     for f in sorted(HERE.iterdir()):
         if f.suffix != ".py" and f.name != "README.md" and f.is_file():
