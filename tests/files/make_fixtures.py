@@ -9,9 +9,9 @@ Needs: Pillow, numpy, OpenCV, pillow_heif, pypdfium2, and the ``qpdf`` program (
 """
 from __future__ import annotations
 
-import datetime
 import io
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -147,7 +147,7 @@ def make_scanned_pdf(path: Path) -> None:
     page = render_lines(SCAN_LINES, width=1500, height=700, font_px=42, margin=80)
     page = page.rotate(1.5, resample=Image.BICUBIC, fillcolor=255, expand=False)
     arr = add_noise(np.asarray(page), rng, sigma=6, speckles=0.002)
-    fixed = datetime.datetime(2024, 3, 14, 12, 0, 0)
+    fixed = time.gmtime(1710417600)  # 2024-03-14 12:00 UTC: no wall-clock date in the file
     Image.fromarray(arr).save(path, "PDF", resolution=300.0, quality=40, creationDate=fixed, modDate=fixed)
 
 
