@@ -1,0 +1,93 @@
+"""Shared fixtures: settings in a temporary data folder, and real database servers.
+
+Database tests run against SQLite and against the MariaDB and PostgreSQL servers on the machine
+(``.ci/run`` starts them). Each test gets a fresh database, dropped afterwards. Set
+MEDINTAKE_TEST_MYSQL_URL / MEDINTAKE_TEST_POSTGRES_URL to point elsewhere (server URL without a
+database name); set MEDINTAKE_TEST_SKIP_SERVERS=1 to skip them on a machine without the servers.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipeline import database
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+FILES = Path(__file__).resolve().parent / "files"
+EVENTS = Path(__file__).resolve().parent / "events"
+CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpus"))
+
+MYSQL_URL = os.environ.get("MEDINTAKE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+POSTGRES_URL = os.environ.get("MEDINTAKE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+SKIP_SERVERS = os.environ.get("MEDINTAKE_TEST_SKIP_SERVERS") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    """Tests never inherit a developer's MEDINTAKE_* or AWS settings."""
+    for name in list(os.environ):
+        if name.startswith("MEDINTAKE_") and not name.startswith("MEDINTAKE_TEST_") and name != "MEDINTAKE_CORPUS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    yield
+    database.dispose_engines()
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings.load(data_dir=tmp_path / "data", workers=2)
+
+
+def _server_database(base_url: str, dialect: str):
+    if SKIP_SERVERS:
+        pytest.skip("MEDINTAKE_TEST_SKIP_SERVERS=1")
+    name = f"medintake_test_{uuid.uuid4().hex[:10]}"
+    admin_db = "test" if dialect == "mysql" else "postgres"
+    admin = create_engine(f"{base_url}/{admin_db}", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{base_url}/{name}"
+    finally:
+        database.dispose_engines()
+        with admin.connect() as conn:
+            if dialect == "postgres":
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
+def db_settings(request, tmp_path) -> Settings:
+    """Settings on each real database in turn, schema migrated to head."""
+    if request.param == "sqlite":
+        s = Settings.load(data_dir=tmp_path / "data")
+        database.upgrade(s)
+        yield s
+        return
+    base, dialect = (MYSQL_URL, "mysql") if request.param == "mariadb" else (POSTGRES_URL, "postgres")
+    gen = _server_database(base, dialect)
+    url = next(gen)
+    s = Settings.load(data_dir=tmp_path / "data", database_url=url)
+    database.upgrade(s)
+    try:
+        yield s
+    finally:
+        next(gen, None)
+
+
+def read_notices(settings: Settings) -> list[dict]:
+    import json
+
+    path = settings.effective_notices_path
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
