@@ -5,7 +5,7 @@ Run from the repository root:  python tests/files/make_fixtures.py
 Every text in these files is fabricated: no real patient, clinician or institution. Nothing here
 needs Ghostscript or a PDF library for the born-digital file: it is written as PDF syntax by hand
 (Helvetica base font, correct xref), so the text layer is exactly what we wrote.
-Needs: Pillow, numpy, OpenCV, pillow_heif, pypdfium2, and the ``qpdf`` program (encrypted fixture).
+Needs: Pillow, numpy, OpenCV, pillow_heif and the ``qpdf`` program (encrypted and mixed fixtures).
 """
 from __future__ import annotations
 
@@ -218,16 +218,8 @@ def make_corrupt(path: Path, good: bytes) -> None:
 
 def make_mixed(path: Path, digital: Path, scanned: Path) -> None:
     """Page 1 from the born-digital PDF, page 2 from the scanned one (one page must be OCR'd)."""
-    import pypdfium2 as pdfium
-
-    out = pdfium.PdfDocument.new()
-    for src_path in (digital, scanned):
-        src = pdfium.PdfDocument(str(src_path))
-        out.import_pages(src, [0])
-        src.close()
-    with path.open("wb") as fh:
-        out.save(fh)
-    out.close()
+    subprocess.run(["qpdf", "--static-id", "--empty", "--pages", str(digital), "1", str(scanned), "1", "--",
+                    str(path)], check=True)
 
 
 def main() -> None:
@@ -245,7 +237,8 @@ def main() -> None:
     (HERE / "empty.pdf").write_bytes(b"")
     encrypted = HERE / "encrypted.pdf"
     encrypted.unlink(missing_ok=True)
-    subprocess.run(["qpdf", "--static-id", "--static-aes-iv", "--encrypt", "user-secret", "owner-secret", "256", "--",
+    subprocess.run(["qpdf", "--static-id", "--static-aes-iv", "--encrypt", "user-secret", "owner-secret", "128",
+                    "--use-aes=y", "--",
                     str(digital), str(encrypted)], check=True)
     for f in sorted(HERE.iterdir()):
         if f.suffix != ".py" and f.name != "README.md" and f.is_file():
