@@ -109,7 +109,7 @@ class Lexicon:
         keys = _keys(term)
         if not keys or (len(keys) == 1 and len(keys[0]) < 2):
             return
-        if term.isupper() or (any(c.isupper() for c in term[1:]) and len(term) <= 8 and " " not in term):
+        if term.isupper():  # abbreviations: "PAD" is a disease, "pad" is not
             entry = Entry(**{**entry.__dict__, "exact": _letters(term)})
         node = self.root
         for k in keys:
@@ -255,9 +255,12 @@ def extract(text: str, lexicon: Lexicon | None = None) -> dict:
     spans = propagate_abbreviations(text, spans)
     ctx = rules.Context(text)
     meds = [s for s in spans if s.entry.category == "MEDICATION"]
+    aliases = {k for k, s in enumerate(meds) if k and _is_alias(text, meds[k - 1], s)}
     for k, s in enumerate(meds):
-        limit = meds[k + 1].begin if k + 1 < len(meds) else len(text)
-        s.attributes = rules.medication_attributes(text, s.end, limit, ctx)
+        if k in aliases:
+            continue  # "Clonidine 0.2 mg (Catapres) 1 tablet": the attributes belong to Clonidine
+        nxt = next((m for j, m in enumerate(meds[k + 1:], k + 1) if j not in aliases), None)
+        s.attributes = rules.medication_attributes(text, s.end, nxt.begin if nxt else len(text), ctx)
     for s in spans:
         if s.entry.category == "MEDICAL_CONDITION":
             if s.entry.trait:
@@ -268,6 +271,13 @@ def extract(text: str, lexicon: Lexicon | None = None) -> dict:
         if s.entry.category in ("MEDICAL_CONDITION", "MEDICATION"):
             s.traits.update(ctx.traits(s.begin, s.end, s.entry.category))
     return to_response(text, spans)
+
+
+def _is_alias(text: str, prev: Span, cur: Span) -> bool:
+    """Is ``cur`` a parenthesised other name of ``prev`` ("Valtrex (Valacyclovir)")?"""
+    before = text[max(prev.end, cur.begin - 30):cur.begin]
+    return before.rstrip().endswith("(") and text[cur.end:cur.end + 2].lstrip().startswith(")") \
+        and cur.begin - prev.end <= 30
 
 
 def to_response(text: str, spans: list[Span]) -> dict:

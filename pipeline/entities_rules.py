@@ -62,6 +62,7 @@ _PATTERNS = [
 ]
 _MED_ATTR = re.compile(
     r"(?<![\w.])(?:" + "|".join(f"(?P<{name}>{pat})" for name, pat in _PATTERNS) + r")(?![\w])", re.I)
+_LIST_ITEM = re.compile(r"\s[-*\u2022]\s")
 _MED_WINDOW = 150  # characters after the drug name searched for its attributes
 
 
@@ -72,6 +73,9 @@ def medication_attributes(text: str, start: int, limit: int, ctx: "Context") -> 
     amount is the STRENGTH of one unit and the count is the DOSAGE, as in medication lists.
     """
     stop = min(limit, ctx.scope_end(start), start + _MED_WINDOW)
+    item = _LIST_ITEM.search(text, start, stop)  # "... daily - Os Cal D 500mg": next list item
+    if item is not None:
+        stop = item.start()
     found: list[tuple[str, int, int]] = []
     for m in _MED_ATTR.finditer(text, start, stop):
         kind = m.lastgroup or ""
@@ -127,6 +131,7 @@ _LOWCONF = re.compile(
     r"\b(?:possible|possibly|probable|probably|likely|suspected|suspicious for|questionable|concern for"
     r"|question of|rule out|r/o|differential|vs\.?|versus)\b", re.I)
 _WORD = re.compile(r"\w+")
+_ANSWERED = re.compile(r".*\w.*:", re.S)  # "visit: no Immunomeds: Prograf": the "no" answered an earlier question
 _NEG_WINDOW = 6  # words between a negation trigger and the concept (NegEx uses 5-6)
 
 
@@ -185,7 +190,7 @@ class Context:
             between = text[m.end():begin]
             if len(_WORD.findall(between)) > _NEG_WINDOW:
                 break
-            if _BREAK.search(between):
+            if _BREAK.search(between) or _ANSWERED.match(between):
                 break
             if _NEG_PSEUDO.match(text, m.start()):
                 continue

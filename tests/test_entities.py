@@ -80,8 +80,12 @@ def test_brand_name_strength_form_count():
     assert prograf["Type"] == "BRAND_NAME"
     assert attrs(prograf) == {"STRENGTH": "1 mg", "FORM": "Cap", "DOSAGE": "3 capsules", "ROUTE_OR_MODE": "by mouth",
                               "FREQUENCY": "twice a day"}
+    # "Valtrex (Valacyclovir) 1000 mg": the parenthesised alias does not cut Valtrex's attributes off
     assert find(result, "Valtrex")["Type"] == "BRAND_NAME"
-    assert attrs(find(result, "Valacyclovir")) == {"DOSAGE": "1000 mg", "FREQUENCY": "daily"}
+    assert attrs(find(result, "Valtrex")) == {"DOSAGE": "1000 mg", "FREQUENCY": "daily"}
+    assert attrs(find(result, "Valacyclovir")) == {}
+    # list items separated by " - " keep their own attributes
+    assert all(a["EndOffset"] <= text.index("- Valtrex") for a in prograf["Attributes"])
 
 
 def test_sig_line_attributes():
@@ -119,12 +123,14 @@ def test_drug_stem_rule_finds_unlisted_drug():
     ("Negative for diabetes mellitus.", "diabetes mellitus", True),
     ("No change in her hypertension.", "hypertension", False),
     ("No known allergies. Hypertension, well controlled.", "Hypertension", False),
+    ("Hospitalizations since last visit: no Meds: Prograf 2 mg po qd", "Prograf", False),
+    ("Denies: chest pain.", "chest pain", True),
 ])
 def test_negation(text, surface, negated):
     result = detect_entities(text, LOCAL)
     check_offsets(text, result)
     entity = find(result, surface)
-    assert entity["Category"] == "MEDICAL_CONDITION" and entity["Type"] == "DX_NAME"
+    assert entity["Type"] in ("DX_NAME", "BRAND_NAME")
     assert ("NEGATION" in traits(entity)) is negated
 
 
