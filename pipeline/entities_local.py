@@ -140,7 +140,11 @@ def _data_lines(name: str) -> Iterable[list[str]]:
 @lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
     """The shipped lexicons (see pipeline/data/README.md), loaded once per process."""
-    lex = Lexicon()
+    return load_shipped(Lexicon())
+
+
+def load_shipped(lex: Lexicon) -> Lexicon:
+    """Add the shipped lexicons to ``lex`` (the benchmark extends them with other terms)."""
     for parts in _data_lines("drugs.tsv"):
         lex.add(parts[0], Entry("MEDICATION", "GENERIC_NAME", priority=3))
         for brand in (parts[1].split("|") if len(parts) > 1 and parts[1] else ()):
@@ -175,7 +179,7 @@ def _gap_ok(text: str, a: int, b: int) -> bool:
     return "\f" not in gap and gap.count("\n") <= 1
 
 
-def match(text: str, lexicon: Lexicon) -> list[Span]:
+def match(text: str, lexicon: Lexicon, rules: bool = True) -> list[Span]:
     """Greedy left-to-right longest match of lexicon terms, then suffix rules on unmatched tokens."""
     toks = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text) if m.group() not in _SKIP]
     keys = [norm(t[2]) for t in toks]
@@ -209,7 +213,7 @@ def match(text: str, lexicon: Lexicon) -> list[Span]:
             i = best[0] + 1
             continue
         tok = toks[i][2]
-        entry = _rule_entry(tok)
+        entry = _rule_entry(tok) if rules else None
         end = toks[i][1]
         if entry is not None and not (end < len(text) and text[end].isalnum()):
             spans.append(Span(start, end, entry))

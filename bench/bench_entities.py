@@ -1,0 +1,266 @@
+"""Benchmark of the local entity extractor on DEVELOPMENT splits (never the data lexicons came from).
+
+    python bench/bench_entities.py [--corpus ../shared/corpus] [--json out.json] [--repeat 3]
+
+Reports precision / recall / F1, exact-span and overlap match, for
+  * BC5CDR development set: Chemical -> MEDICATION, Disease -> MEDICAL_CONDITION;
+  * NCBI-disease development set: all mentions -> MEDICAL_CONDITION;
+  * medExtractR tuning notes (target drug tacrolimus/Prograf only; partial gold): drug mentions and
+    their attributes (Strength/DoseStrength/DoseAmt/Dose/Route/Frequency/IntakeTime);
+and throughput in characters per second. Systems compared:
+  * local      - pipeline.entities_local as shipped;
+  * local-lex  - the same without suffix rules and abbreviation propagation (ablation);
+  * dict-train - baseline: every mention of the corpus's own TRAINING split, longest match,
+                 case-insensitive, tagged with its most frequent type (the classic memorisation baseline);
+  * local+train- the shipped extractor plus that training dictionary (shows what lexicon coverage buys;
+                 not shipped: BC5CDR is research-use only).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline import entities_local as local  # noqa: E402
+
+DEFAULT_CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpus"))
+TYPE_OF = {"MEDICATION": "Chemical", "MEDICAL_CONDITION": "Disease"}
+
+Doc = tuple[str, str, set[tuple[int, int, str]]]  # id, text, gold (begin, end, type)
+
+
+# --- corpora ---------------------------------------------------------------------------------------
+def read_pubtator(path: Path, collapse: str | None = None) -> list[Doc]:
+    """PubTator documents: text = title + " " + abstract; gold mention spans with their type."""
+    docs: list[Doc] = []
+    title = abstract = pmid = ""
+    gold: set[tuple[int, int, str]] = set()
+    with path.open(encoding="utf-8") as fh:
+        for line in list(fh) + ["\n"]:
+            line = line.rstrip("\n")
+            if not line.strip():
+                if pmid:
+                    docs.append((pmid, title + " " + abstract, gold))
+                title = abstract = pmid = ""
+                gold = set()
+                continue
+            if "|t|" in line[:20]:
+                pmid, title = line.split("|t|", 1)
+            elif "|a|" in line[:20]:
+                abstract = line.split("|a|", 1)[1]
+            else:
+                parts = line.split("\t")
+                if len(parts) >= 5 and parts[1].isdigit():
+                    kind = collapse or parts[4]
+                    gold.add((int(parts[1]), int(parts[2]), kind))
+    return docs
+
+
+def read_medextractr(folder: Path) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
+    notes = []
+    for ann in sorted(folder.glob("tune_note*.realigned.ann")):
+        text = (folder / (ann.name.split(".")[0] + ".txt")).read_text(encoding="utf-8")
+        spans = []
+        for line in ann.read_text(encoding="utf-8").splitlines():
+            if line.startswith("T"):
+                _, info, _surface = line.split("\t")
+                kind, b, e = info.split()
+                spans.append((kind, int(b), int(e)))
+        notes.append((ann.name.split(".")[0], text, spans))
+    return notes
+
+
+# --- systems ---------------------------------------------------------------------------------------
+def train_dictionary(path: Path, collapse: str | None = None) -> dict[str, str]:
+    """Training-split mention -> most frequent type (lower-cased)."""
+    votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for _, text, gold in read_pubtator(path, collapse):
+        for b, e, kind in gold:
+            votes[text[b:e].lower()][kind] += 1
+    return {m: c.most_common(1)[0][0] for m, c in votes.items() if len(m) >= 2}
+
+
+def dictionary_system(terms: dict[str, str]) -> Callable[[str], set[tuple[int, int, str]]]:
+    lex = local.Lexicon()
+    for term, kind in terms.items():
+        cat = "MEDICATION" if kind == "Chemical" else "MEDICAL_CONDITION"
+        lex.add(term, local.Entry(cat, "X"))
+
+    def run(text: str) -> set[tuple[int, int, str]]:
+        return {(s.begin, s.end, TYPE_OF[s.entry.category]) for s in local.match(text, lex, rules=False)}
+    return run
+
+
+def local_system(lexicon: local.Lexicon | None = None, rules: bool = True) -> Callable[[str], set]:
+    def run(text: str) -> set[tuple[int, int, str]]:
+        if rules:
+            res = local.extract(text, lexicon)
+            ents = [(e["BeginOffset"], e["EndOffset"], e["Category"]) for e in res["Entities"]]
+        else:
+            ents = [(s.begin, s.end, s.entry.category) for s in local.match(text, lexicon or local.default_lexicon(),
+                                                                               rules=False)]
+        return {(b, e, TYPE_OF[c]) for b, e, c in ents if c in TYPE_OF}
+    return run
+
+
+def extended_lexicon(terms: dict[str, str]) -> local.Lexicon:
+    """Training mentions at the lowest priority, then the shipped lexicons (which win on conflicts)."""
+    lex = local.Lexicon()
+    for term, kind in terms.items():
+        cat = "MEDICATION" if kind == "Chemical" else "MEDICAL_CONDITION"
+        lex.add(term, local.Entry(cat, "GENERIC_NAME" if kind == "Chemical" else "DX_NAME", priority=0,
+                                  score=local.SCORE_DERIVED))
+    return local.load_shipped(lex)
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+def prf(tp_p: int, n_pred: int, tp_g: int, n_gold: int) -> dict[str, float]:
+    p = tp_p / n_pred if n_pred else 0.0
+    r = tp_g / n_gold if n_gold else 0.0
+    return {"P": round(p, 3), "R": round(r, 3), "F1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
+            "pred": n_pred, "gold": n_gold}
+
+
+def score(docs: list[Doc], system: Callable[[str], set], kinds: Iterable[str]) -> dict:
+    """Exact and overlap P/R/F1 per type, plus throughput."""
+    out: dict = {}
+    preds = []
+    t0 = time.perf_counter()
+    for _, text, _ in docs:
+        preds.append(system(text))
+    seconds = time.perf_counter() - t0
+    chars = sum(len(t) for _, t, _ in docs)
+    for kind in kinds:
+        ex = [0, 0, 0, 0]  # tp_pred, n_pred, tp_gold, n_gold
+        ov = [0, 0, 0, 0]
+        for (_, _, gold), pred in zip(docs, preds):
+            g = {(b, e) for b, e, k in gold if k == kind}
+            p = {(b, e) for b, e, k in pred if k == kind}
+            ex[0] += len(p & g)
+            ex[2] += len(p & g)
+            ov[0] += sum(1 for pb, pe in p if any(pb < ge and gb < pe for gb, ge in g))
+            ov[2] += sum(1 for gb, ge in g if any(pb < ge and gb < pe for pb, pe in p))
+            for acc in (ex, ov):
+                acc[1] += len(p)
+                acc[3] += len(g)
+        out[kind] = {"exact": prf(*ex), "overlap": prf(*ov)}
+    out["chars_per_s"] = int(chars / seconds) if seconds else 0
+    return out
+
+
+ATTR_MAP = {"Strength": {"STRENGTH", "DOSAGE"}, "DoseStrength": {"DOSAGE", "STRENGTH"}, "DoseAmt": {"DOSAGE"},
+            "Dose": {"DOSAGE"}, "Route": {"ROUTE_OR_MODE"}, "Frequency": {"FREQUENCY"},
+            "IntakeTime": {"FREQUENCY"}}
+
+
+def score_medextractr(notes: list) -> dict:
+    """Target drug only: gold DrugName spans and their attributes; predictions of entities overlapping them."""
+    drug = [0, 0, 0, 0]
+    att_ex = [0, 0, 0, 0]
+    att_ov = [0, 0, 0, 0]
+    strict_type = [0, 0]  # attributes whose exact type matches the natural mapping (DoseAmt -> DOSAGE ...)
+    for _, text, spans in notes:
+        res = local.extract(text)
+        gold_drugs = [(b, e) for k, b, e in spans if k == "DrugName"]
+        gold_attrs = [(k, b, e) for k, b, e in spans if k != "DrugName"]
+        target_names = {text[b:e].lower() for b, e in gold_drugs}
+        pred_drugs = [e for e in res["Entities"] if e["Category"] == "MEDICATION"
+                      and (e["Text"].lower() in target_names
+                           or any(e["BeginOffset"] < ge and gb < e["EndOffset"] for gb, ge in gold_drugs))]
+        drug[1] += len(pred_drugs)
+        drug[3] += len(gold_drugs)
+        drug[0] += sum(1 for e in pred_drugs if (e["BeginOffset"], e["EndOffset"]) in gold_drugs)
+        drug[2] += sum(1 for b, e in gold_drugs if any((p["BeginOffset"], p["EndOffset"]) == (b, e) for p in pred_drugs))
+        pattrs = [a for e in pred_drugs if any(e["BeginOffset"] < ge and gb < e["EndOffset"] for gb, ge in gold_drugs)
+                  for a in e["Attributes"]]
+        for acc, test in ((att_ex, lambda a, b, e: (a["BeginOffset"], a["EndOffset"]) == (b, e)),
+                          (att_ov, lambda a, b, e: a["BeginOffset"] < e and b < a["EndOffset"])):
+            acc[1] += len(pattrs)
+            acc[3] += len(gold_attrs)
+            acc[0] += sum(1 for a in pattrs if any(a["Type"] in ATTR_MAP[k] and test(a, b, e) for k, b, e in gold_attrs))
+            acc[2] += sum(1 for k, b, e in gold_attrs if any(a["Type"] in ATTR_MAP[k] and test(a, b, e) for a in pattrs))
+    return {"target_drug_exact": prf(*drug), "attributes_exact": prf(*att_ex), "attributes_overlap": prf(*att_ov)}
+
+
+def throughput(corpus: Path, repeat: int) -> dict:
+    """chars/s of the full extractor on clinical notes (all medExtractR notes + medspaCy summary, x50)."""
+    med = corpus / "ner" / "clinical-medication"
+    texts = [p.read_text(encoding="utf-8") for p in sorted(med.rglob("*.txt"))]
+    text = "\f".join(texts) * 50
+    local.extract("warm up the lexicon")
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = local.extract(text)
+        runs.append(time.perf_counter() - t0)
+    return {"chars": len(text), "entities": len(res["Entities"]), "chars_per_s": int(len(text) / statistics.median(runs))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    ner = args.corpus / "ner"
+    t0 = time.perf_counter()
+    local.default_lexicon()
+    load_s = time.perf_counter() - t0
+    results: dict = {"lexicon_load_s": round(load_s, 3), "lexicon_terms": local.default_lexicon().size}
+
+    cdr_dev = read_pubtator(ner / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt")
+    cdr_dict = train_dictionary(ner / "bc5cdr" / "CDR_TrainingSet.PubTator.txt")
+    ncbi_dev = read_pubtator(ner / "ncbi-disease" / "NCBIdevelopset_corpus.txt", collapse="Disease")
+    ncbi_dict = train_dictionary(ner / "ncbi-disease" / "NCBItrainset_corpus.txt", collapse="Disease")
+    systems = {
+        "local": (local_system(), local_system()),
+        "local-lex": (local_system(rules=False), local_system(rules=False)),
+        "dict-train": (dictionary_system(cdr_dict), dictionary_system(ncbi_dict)),
+        "local+train": (local_system(extended_lexicon(cdr_dict)), local_system(extended_lexicon(ncbi_dict))),
+    }
+    for name, (cdr_sys, ncbi_sys) in systems.items():
+        results[f"bc5cdr-dev/{name}"] = score(cdr_dev, cdr_sys, ("Chemical", "Disease"))
+        results[f"ncbi-dev/{name}"] = score(ncbi_dev, ncbi_sys, ("Disease",))
+    results["medextractr-tune/local"] = score_medextractr(
+        read_medextractr(ner / "clinical-medication" / "medExtractR" / "mxr_tune"))
+    results["throughput/local"] = throughput(args.corpus, args.repeat)
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def format_table(results: dict) -> str:
+    lines = [f"lexicon: {results['lexicon_terms']} terms, loaded in {results['lexicon_load_s']} s", "",
+             "| corpus / system | type | exact P | exact R | exact F1 | overlap P | overlap R | overlap F1 | chars/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, res in results.items():
+        if not (key.startswith("bc5cdr") or key.startswith("ncbi")):
+            continue
+        for kind in ("Chemical", "Disease"):
+            if kind in res:
+                ex, ov = res[kind]["exact"], res[kind]["overlap"]
+                lines.append(f"| {key} | {kind} | {ex['P']:.3f} | {ex['R']:.3f} | {ex['F1']:.3f} | {ov['P']:.3f} | "
+                             f"{ov['R']:.3f} | {ov['F1']:.3f} | {res['chars_per_s']:,} |")
+    mx = results["medextractr-tune/local"]
+    lines += ["", "| medExtractR tune (target drug) | P | R | F1 | pred | gold |", "|---|---|---|---|---|---|"]
+    for k, v in mx.items():
+        lines.append(f"| {k} | {v['P']:.3f} | {v['R']:.3f} | {v['F1']:.3f} | {v['pred']} | {v['gold']} |")
+    tp = results["throughput/local"]
+    lines += ["", f"throughput (clinical notes x50, {tp['chars']:,} chars, median of runs): "
+                  f"{tp['chars_per_s']:,} chars/s, {tp['entities']:,} entities"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
