@@ -48,15 +48,34 @@ _DRUG_NOT = frozenset({"examine", "cholesterol", "profile", "reason", "season", 
 _DISEASE_SUFFIXES = (
     "itis", "osis", "emia", "aemia", "oma", "omas", "pathy", "pathies", "algia", "plegia", "paresis",
     "trophy", "plasia", "ectasia", "megaly", "penia", "uria", "rrhea", "rrhoea", "rrhage", "toxicity",
-    "cardia", "lepsy", "iasis", "ismus",
+    "cardia", "lepsy", "iasis", "ismus", "kinesia", "kinesias", "algesia", "thermia", "cephaly", "tonia",
+    "taxia", "phasia", "myolysis", "stasis", "mnesia", "rhythmia", "rhythmias", "spasm", "esthesia", "phagia",
+    "sthenia", "thisia",
 )
 _DISEASE_NOT = frozenset({
     "diagnosis", "prognosis", "apoptosis", "mitosis", "meiosis", "osmosis", "symbiosis", "anastomosis",
     "phagocytosis", "endocytosis", "exocytosis", "stoma", "stroma", "diploma", "aroma", "chroma",
     "empathy", "sympathy", "telepathy", "homeopathy", "naturopathy", "trophy", "genoma", "hypothesis",
-    "glycemia", "normoglycemia", "normocalcemia", "kalemia", "natremia", "diuresis", "curia", "fibroma",
-    "nephrotoxicity", "hepatotoxicity", "cytotoxicity", "genotoxicity", "toxicity",
+    "glycemia", "normoglycemia", "normocalcemia", "normokalemia", "kalemia", "natremia", "diuresis", "curia",
+    "cytotoxicity", "genotoxicity", "homeostasis", "hemostasis", "haemostasis", "anesthesia", "anaesthesia",
+    "hypothermia",  # often induced on purpose in surgery
 })
+
+
+# Words that, right before a condition, belong to its name ("pulmonary edema", "aplastic anemia",
+# "bladder cancer"). Acuity words (acute, chronic) are left out: they become ACUITY attributes.
+_DX_MODIFIERS = frozenset("""
+renal hepatic cardiac myocardial pulmonary cerebral gastric intestinal thrombotic interstitial orthostatic
+hemorrhagic haemorrhagic aplastic hemolytic haemolytic neuropathic autonomic peripheral coronary ventricular
+atrial supraventricular vascular cerebrovascular diabetic toxic cholestatic allergic bacterial viral fungal
+ischemic ischaemic idiopathic congenital hereditary familial malignant metastatic respiratory urinary spinal
+subarachnoid intracranial intracerebral subdural epidural retinal ocular optic cutaneous skeletal muscular
+tubular glomerular papillary hepatocellular colorectal pancreatic ovarian prostatic lymphoblastic myeloid
+lymphocytic myelogenous primary secondary essential gestational portal intraocular systemic systolic
+diastolic sensorineural major postoperative drug-induced neonatal infantile juvenile febrile focal
+bladder breast lung colon prostate skin liver kidney bone brain pituitary thyroid cervical endometrial
+uterine testicular esophageal oesophageal rectal oral nasal venous arterial
+""".split())
 
 
 @dataclass(frozen=True)
@@ -221,6 +240,22 @@ def match(text: str, lexicon: Lexicon, rules: bool = True) -> list[Span]:
     return spans
 
 
+_PREV_WORD = re.compile(r"([A-Za-z][\w-]*)[ \t-]$")
+
+
+def extend_conditions(text: str, spans: list[Span]) -> None:
+    """Grow condition spans leftwards over up to three modifier words ("acute [renal failure]" stays)."""
+    floor = 0
+    for s in spans:
+        if s.entry.category == "MEDICAL_CONDITION":
+            for _ in range(3):
+                m = _PREV_WORD.search(text, max(floor, s.begin - 40), s.begin)
+                if m is None or m.group(1).lower() not in _DX_MODIFIERS:
+                    break
+                s.begin = m.start(1)
+        floor = s.end
+
+
 _ABBREV = re.compile(r"\s?\(\s?([A-Za-z][\w\-]{0,9})\s?\)")
 
 
@@ -256,6 +291,7 @@ def extract(text: str, lexicon: Lexicon | None = None) -> dict:
     if not text or not text.strip():
         return {"Entities": [], "UnmappedAttributes": [], "ModelVersion": MODEL_VERSION}
     spans = match(text, lexicon or default_lexicon())
+    extend_conditions(text, spans)
     spans = propagate_abbreviations(text, spans)
     ctx = rules.Context(text)
     meds = [s for s in spans if s.entry.category == "MEDICATION"]
