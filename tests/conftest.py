@@ -22,8 +22,9 @@ FILES = Path(__file__).resolve().parent / "files"
 EVENTS = Path(__file__).resolve().parent / "events"
 CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpus"))
 
-MYSQL_URL = os.environ.get("MEDINTAKE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
-POSTGRES_URL = os.environ.get("MEDINTAKE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+# The 'medintake' logins are made by `.ci/setup --test`.
+MYSQL_URL = os.environ.get("MEDINTAKE_TEST_MYSQL_URL", "mysql+pymysql://medintake:medintake@127.0.0.1:3306")
+POSTGRES_URL = os.environ.get("MEDINTAKE_TEST_POSTGRES_URL", "postgresql+psycopg://medintake:medintake@127.0.0.1:5432")
 SKIP_SERVERS = os.environ.get("MEDINTAKE_TEST_SKIP_SERVERS") == "1"
 
 
@@ -49,7 +50,7 @@ def _server_database(base_url: str, dialect: str):
     if SKIP_SERVERS:
         pytest.skip("MEDINTAKE_TEST_SKIP_SERVERS=1")
     name = f"medintake_test_{uuid.uuid4().hex[:10]}"
-    admin_db = "test" if dialect == "mysql" else "postgres"
+    admin_db = "" if dialect == "mysql" else "postgres"
     admin = create_engine(f"{base_url}/{admin_db}", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))

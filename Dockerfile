@@ -1,0 +1,32 @@
+# The medintake worker image: one image for every job kind (`python -m jobs <kind> ...`),
+# as the job definitions in job_definitions/ run it on AWS Batch.
+FROM python:3.11-slim-bookworm
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OMP_THREAD_LIMIT=1
+
+# System packages come from the same list .ci/setup installs, so CI proves this step.
+COPY .ci/system-packages.txt /tmp/system-packages.txt
+RUN apt-get update \
+    && sed -e 's/#.*//' /tmp/system-packages.txt | xargs apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/* /tmp/system-packages.txt \
+    && tesseract --list-langs | grep -qx eng \
+    && tesseract --list-langs | grep -qx osd
+
+WORKDIR /opt/medintake
+COPY setup.cfg pyproject.toml README.md cli.py ./
+COPY pipeline ./pipeline
+COPY jobs ./jobs
+COPY compute ./compute
+COPY job_definitions ./job_definitions
+RUN pip install --no-cache-dir "./[aws]" \
+    && useradd --create-home --uid 10001 --user-group medintake
+
+USER 10001:10001
+WORKDIR /home/medintake
+CMD ["python", "-m", "jobs", "--help"]

@@ -1,0 +1,61 @@
+"""The command line: db upgrade, the summary table, watch, reprocess, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from click.testing import CliRunner
+
+import cli
+from conftest import FILES
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+
+
+def test_db_upgrade(tmp_path):
+    result = invoke("--data-dir", str(tmp_path), "db", "upgrade")
+    assert result.exit_code == 0 and "revision 0001" in result.output
+    assert (tmp_path / "medintake.db").is_file()
+
+
+def test_process_prints_a_summary_table_and_exits_zero(tmp_path):
+    result = invoke("--data-dir", str(tmp_path / "d"), "process", str(FILES / "digital_referral.pdf"))
+    assert result.exit_code == 0, result.output
+    assert "COMPLETED" in result.output and "1 of 1 completed" in result.output
+
+
+def test_process_folder_in_name_order_and_reprocess(tmp_path):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    shutil.copyfile(FILES / "empty.pdf", inbox / "b.pdf")
+    shutil.copyfile(FILES / "digital_referral.pdf", inbox / "a.pdf")
+    data = str(tmp_path / "d")
+    result = invoke("--data-dir", data, "process", "--json", str(inbox))
+    assert result.exit_code == 1  # one input was rejected
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["input"].rsplit("/", 1)[1] for r in rows] == ["a.pdf", "b.pdf"]
+    assert [(r["status"], r["reason_code"]) for r in rows] == [("COMPLETED", None), ("REJECTED", "empty_file")]
+    again = invoke("--data-dir", data, "reprocess", rows[0]["document_id"])
+    assert again.exit_code == 0
+    assert json.loads(again.output) == {"document_id": rows[0]["document_id"], "attempt": 2,
+                                        "status": "COMPLETED", "reason_code": None}
+
+
+def test_watch_once_processes_what_is_there(tmp_path):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    shutil.copyfile(FILES / "screenshot_labs.png", inbox / "labs.png")
+    result = invoke("--data-dir", str(tmp_path / "d"), "watch", "--once", str(inbox))
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.output.splitlines()]
+    assert row["status"] == "COMPLETED"
+    notices = (tmp_path / "d" / "notices.jsonl").read_text().splitlines()
+    assert len(notices) == 1
+
+
+def test_unknown_setting_value_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDINTAKE_STORE_BACKEND", "ftp")
+    result = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path), "process", str(FILES / "empty.pdf")])
+    assert result.exit_code != 0 and "store_backend must be one of" in result.output
