@@ -21,7 +21,8 @@ Pixel pipeline, decided once for all outputs (one decode, then a cascade of down
 2. apply the EXIF orientation (``ImageOps.exif_transpose``; HEIF is already oriented by libheif);
 3. normalise to 8-bit ``L``/``LA``/``RGB``/``RGBA``: palette and transparency keys become alpha,
    16-bit and float samples are *scaled* (Pillow's own ``I;16 -> L`` clips), CMYK and LAB are
-   converted, an all-opaque alpha channel is dropped;
+   converted, an all-opaque alpha channel is dropped, and RGB whose pixels are all exactly grey
+   (most scans) is stored as ``L`` - identical pixels, a third of the work;
 4. convert colour to sRGB with LittleCMS when the file embeds an ICC profile that is not sRGB
    (wide-gamut phone photos, Adobe RGB, CMYK press profiles); an unusable profile is ignored rather
    than rejecting the upload;
@@ -94,8 +95,9 @@ RENDITIONS: tuple[RenditionSpec, ...] = (
     RenditionSpec(
         "archival", "archival.tiff", "TIFF", "image/tiff", None,
         # LZW + horizontal predictor: as small as deflate+predictor within ~10 %, 4x faster to
-        # write, and the most widely readable lossless TIFF compression.
-        (("compression", "tiff_lzw"), ("tiffinfo", {317: 2})),
+        # write, and the most widely readable lossless TIFF compression. 1 MiB strips instead of
+        # Pillow's 64 KiB: LZW restarts its dictionary per strip (-30 % bytes on wide scans).
+        (("compression", "tiff_lzw"), ("tiffinfo", {317: 2}), ("strip_size", 1 << 20)),
     ),
     RenditionSpec(
         "png", "full.png", "PNG", "image/png", None,
@@ -267,10 +269,36 @@ def normalise(img: "PILImage.Image", icc: bytes | None) -> "PILImage.Image":
     out = to_8bit(img)
     out = to_srgb(out, icc)
     out = drop_opaque_alpha(out)
+    out = grey_if_neutral(out)
     if out is img:
         out = detach_pixels(img)  # never hand the file-backed image (and its tags/info) to an encoder
     out.info = {}
     return out
+
+
+def grey_if_neutral(img: "PILImage.Image") -> "PILImage.Image":
+    """RGB(A) whose every pixel has R == G == B becomes L(A): same pixels, a third of the work.
+
+    Most scanned receipts and letters are grey content stored as RGB (48 of the 79 SROIE scans);
+    as L every later resample and encode is ~3x cheaper and the lossless copies ~2x smaller.
+    The check is exact, so no colour is ever lost; colour photos exit on the first strip.
+    """
+    if img.mode not in ("RGB", "RGBA") or not is_neutral(img):
+        return img
+    return img.convert("LA" if img.mode == "RGBA" else "L")
+
+
+def is_neutral(img: "PILImage.Image") -> bool:
+    """Whether R == G == B everywhere, checked in ~4 MiB strips to bound memory and exit early."""
+    import numpy as np
+
+    width, height = img.size
+    rows = max(1, (4 << 20) // (width * 4))
+    for top in range(0, height, rows):
+        strip = np.asarray(img.crop((0, top, width, min(height, top + rows))))
+        if not (np.array_equal(strip[..., 0], strip[..., 1]) and np.array_equal(strip[..., 1], strip[..., 2])):
+            return False
+    return True
 
 
 def detach_pixels(img: "PILImage.Image") -> "PILImage.Image":

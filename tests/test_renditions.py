@@ -479,6 +479,21 @@ def test_palette_and_grey_alpha(name: str, tmp_path: Path, settings: Settings) -
     assert max(jpeg.getpixel((w - 1 - w // 8, h // 2))) < 140  # opaque part kept
 
 
+def test_neutral_rgb_becomes_grey_and_colour_stays_colour(tmp_path: Path, settings: Settings) -> None:
+    grey = Image.new("RGB", (300, 200), (200, 200, 200))
+    grey.paste((20, 20, 20), (10, 10, 290, 30))  # "text"
+    grey.save(tmp_path / "grey.png")
+    run(tmp_path / "grey.png", tmp_path / "grey", settings)
+    assert {open_rendition(tmp_path / "grey", n).mode for n in EXPECTED if n != "preview"} == {"L"}  # WebP: RGB
+    assert open_rendition(tmp_path / "grey", "png").getpixel((100, 20)) == 20  # lossless
+
+    colour = grey.copy()
+    colour.putpixel((299, 199), (200, 200, 201))  # one barely coloured pixel in the last strip
+    colour.save(tmp_path / "colour.png")
+    run(tmp_path / "colour.png", tmp_path / "colour", settings)
+    assert open_rendition(tmp_path / "colour", "png").getpixel((299, 199)) == (200, 200, 201)
+
+
 def test_opaque_alpha_is_dropped(tmp_path: Path, settings: Settings) -> None:
     path = tmp_path / "opaque.png"
     Image.new("RGBA", (50, 40), (1, 2, 3, 255)).save(path)
