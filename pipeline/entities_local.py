@@ -31,6 +31,8 @@ _WORDCHAR = re.compile(r"\w")
 SCORE_CURATED = 0.9
 SCORE_DERIVED = 0.75
 SCORE_RULE = 0.6
+SCORE_FUZZY = 0.5
+FUZZY_MIN = 7  # shorter names have too many real words one letter away
 
 # USAN-style stems that mark a drug name; checked on whole lower-cased tokens of >= 7 letters.
 _DRUG_SUFFIXES = (
@@ -123,6 +125,8 @@ class Lexicon:
     def __init__(self) -> None:
         self.root: dict = {}
         self.size = 0
+        self.fuzzy: dict[str, set[str]] = {}  # one-letter deletions of long drug names -> names
+        self.fuzzy_entry: dict[str, Entry] = {}
 
     def add(self, term: str, entry: Entry) -> None:
         keys = _keys(term)
@@ -142,11 +146,43 @@ class Lexicon:
         entries.append(entry)
         entries.sort(key=lambda e: (not e.exact, -e.priority))  # case-sensitive readings first
         self.size += 1
+        if entry.category == "MEDICATION" and len(keys) == 1 and len(keys[0]) >= FUZZY_MIN and keys[0].isalpha():
+            self.fuzzy_entry.setdefault(keys[0], entry)
+            for d in _deletes(keys[0]):
+                self.fuzzy.setdefault(d, set()).add(keys[0])
+
+    def fuzzy_drug(self, key: str) -> Entry | None:
+        """A drug name one typo away ("porgraf" -> Prograf): OCR and typing errors are common in notes."""
+        if len(key) < FUZZY_MIN or not key.isalpha() or not self.fuzzy:
+            return None
+        candidates: set[str] = set()
+        for d in _deletes(key):
+            candidates |= self.fuzzy.get(d, set())
+        for c in sorted(candidates):
+            if _one_edit(key, c):
+                return Entry(**{**self.fuzzy_entry[c].__dict__, "score": SCORE_FUZZY, "exact": ""})
+        return None
 
     def add_many(self, terms: Iterable[tuple[str, Entry]]) -> "Lexicon":
         for term, entry in terms:
             self.add(term, entry)
         return self
+
+
+def _deletes(word: str) -> set[str]:
+    return {word} | {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Exactly one substitution, insertion, deletion or adjacent transposition apart."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 def _data_lines(name: str) -> Iterable[list[str]]:
@@ -192,6 +228,9 @@ def _rule_entry(token: str) -> Entry | None:
     return None
 
 
+_DOSE_NEXT = re.compile(r"\s{0,3}[:(]?\s{0,3}(?:\d|(?:po|by mouth|bid|tid|qid|qd|daily|prn)\b)", re.I)
+
+
 def _gap_ok(text: str, a: int, b: int) -> bool:
     """Tokens of one term may be separated by spaces, hyphens or one line break, never a page."""
     gap = text[a:b]
@@ -233,6 +272,8 @@ def match(text: str, lexicon: Lexicon, rules: bool = True) -> list[Span]:
             continue
         tok = toks[i][2]
         entry = _rule_entry(tok) if rules else None
+        if rules and entry is None and _DOSE_NEXT.match(text, toks[i][1]):
+            entry = lexicon.fuzzy_drug(keys[i])  # a typo'd drug name only where a dose or sig follows
         end = toks[i][1]
         if entry is not None and not (end < len(text) and text[end].isalnum()):
             spans.append(Span(start, end, entry))
@@ -310,6 +351,8 @@ def extract(text: str, lexicon: Lexicon | None = None) -> dict:
                 s.attributes.append(acuity)
         if s.entry.category in ("MEDICAL_CONDITION", "MEDICATION"):
             s.traits.update(ctx.traits(s.begin, s.end, s.entry.category))
+        if s.entry.score == SCORE_FUZZY:
+            s.traits["LOW_CONFIDENCE"] = 0.5
     return to_response(text, spans)
 
 

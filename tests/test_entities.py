@@ -110,6 +110,24 @@ def test_drug_stem_rule_finds_unlisted_drug():
     assert {e["Text"] for e in result["Entities"] if e["Category"] == "MEDICATION"} == {"zanubrutinib", "fosinopril"}
 
 
+def test_typo_in_drug_name_only_with_dose_evidence():
+    text = "Continue porgraf 3mg bid. The transplant program called."
+    result = detect_entities(text, LOCAL)
+    typo = find(result, "porgraf")
+    assert typo["Category"] == "MEDICATION" and "LOW_CONFIDENCE" in traits(typo)
+    assert attrs(typo) == {"DOSAGE": "3mg", "FREQUENCY": "bid"}
+    assert "program" not in {e["Text"] for e in result["Entities"]}
+
+
+def test_condition_modifiers_and_suffix_rule():
+    text = "History of pulmonary edema and acute renal failure; now rhabdomyolysis."
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    assert find(result, "pulmonary edema")["Category"] == "MEDICAL_CONDITION"
+    assert attrs(find(result, "renal failure")) == {"ACUITY": "acute"}
+    assert find(result, "rhabdomyolysis")["Score"] < find(result, "renal failure")["Score"]
+
+
 # --- local extractor: conditions and context ---------------------------------------------------
 @pytest.mark.parametrize("text,surface,negated", [
     ("No history of hypertension.", "hypertension", True),
