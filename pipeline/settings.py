@@ -41,6 +41,7 @@ class Settings:
     compute_backend: str = "local"  # local | batch
     job_definitions_dir: Path = field(default_factory=_default_job_definitions_dir)
     job_queue: str = "medintake"
+    worker_image: str = "medintake-worker:latest"  # Batch: the image job definitions run
     workers: int = 0  # local compute: worker processes; 0 = number of CPUs
     notifier: str = "file"  # file | sns
     notices_path: Path | None = None  # default <data_dir>/notices.jsonl
