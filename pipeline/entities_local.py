@@ -297,6 +297,25 @@ def extend_conditions(text: str, spans: list[Span]) -> None:
         floor = s.end
 
 
+_SALT = re.compile(r"[ \t]+(sodium|potassium|calcium|magnesium|hydrochloride|hcl|sulfate|sulphate|nitrate|tartrate"
+                   r"|succinate|citrate|acetate|phosphate|mesylate|besylate|maleate|fumarate|bromide|chloride"
+                   r"|mofetil|hyclate|monohydrate|dihydrate)\b", re.I)
+
+
+def extend_drugs(text: str, spans: list[Span]) -> list[Span]:
+    """"Heparin Sodium", "Miconazole Nitrate": the salt is part of the drug's name, not a second drug."""
+    out: list[Span] = []
+    for s in spans:
+        if out and out[-1].entry.category == "MEDICATION" and s.begin < out[-1].end:
+            continue  # swallowed by the salt of the previous drug
+        if s.entry.category == "MEDICATION":
+            m = _SALT.match(text, s.end)
+            if m is not None:
+                s.end = m.end()
+        out.append(s)
+    return out
+
+
 _ABBREV = re.compile(r"\s?\(\s?([A-Za-z][\w\-]{0,9})\s?\)")
 
 
@@ -333,6 +352,7 @@ def extract(text: str, lexicon: Lexicon | None = None) -> dict:
         return {"Entities": [], "UnmappedAttributes": [], "ModelVersion": MODEL_VERSION}
     spans = match(text, lexicon or default_lexicon())
     extend_conditions(text, spans)
+    spans = extend_drugs(text, spans)
     spans = propagate_abbreviations(text, spans)
     ctx = rules.Context(text)
     meds = [s for s in spans if s.entry.category == "MEDICATION"]
@@ -349,7 +369,7 @@ def extract(text: str, lexicon: Lexicon | None = None) -> dict:
             acuity = rules.acuity_attribute(text, s.begin)
             if acuity is not None:
                 s.attributes.append(acuity)
-        if s.entry.category in ("MEDICAL_CONDITION", "MEDICATION"):
+        if s.entry.category != "ANATOMY":
             s.traits.update(ctx.traits(s.begin, s.end, s.entry.category))
         if s.entry.score == SCORE_FUZZY:
             s.traits["LOW_CONFIDENCE"] = 0.5

@@ -90,7 +90,7 @@ def test_brand_name_strength_form_count():
 
 def test_sig_line_attributes():
     text = ("1. Acetaminophen 160 mg/5 mL Elixir Sig: One (1)  PO Q4-6H\n(every 4 to 6 hours) as needed.\n"
-            "2. Heparin 5,000 unit/mL Solution Sig: One (1)\nInjection TID (3 times a day).")
+            "2. Heparin Sodium (Porcine) 5,000 unit/mL Solution Sig: One (1)\nInjection TID (3 times a day).")
     result = detect_entities(text, LOCAL)
     check_offsets(text, result)
     apap = find(result, "Acetaminophen")
@@ -98,11 +98,13 @@ def test_sig_line_attributes():
     assert ("STRENGTH", "160 mg/5 mL") in types and ("FORM", "Elixir") in types
     assert ("DOSAGE", "One (1)") in types and ("ROUTE_OR_MODE", "PO") in types
     assert ("FREQUENCY", "Q4-6H") in types and ("FREQUENCY", "as needed") in types
-    heparin = find(result, "Heparin")
+    heparin = find(result, "Heparin Sodium")  # the salt is part of the name, not a second drug
     assert ("STRENGTH", "5,000 unit/mL") in [(a["Type"], a["Text"]) for a in heparin["Attributes"]]
     assert ("DOSAGE", "One (1)\nInjection") in [(a["Type"], a["Text"]) for a in heparin["Attributes"]]
     # attributes never reach past the next list item
     assert all(a["EndOffset"] <= text.index("2. Heparin") for a in apap["Attributes"])
+    assert [e["Text"] for e in result["Entities"] if e["Category"] == "MEDICATION"] == ["Acetaminophen",
+                                                                                       "Heparin Sodium"]
 
 
 def test_drug_stem_rule_finds_unlisted_drug():
