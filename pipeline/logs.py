@@ -20,7 +20,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+# Loggers whose DEBUG output carries request/response bodies or file contents (PHI): never below INFO.
+_CHATTY = ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "urllib3", "pdfminer", "PIL")
+
+
 def configure_logging(level: str = "INFO") -> None:
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
