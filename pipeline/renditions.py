@@ -189,7 +189,7 @@ def decode_first_frame(img: "PILImage.Image", settings: Settings) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # Pillow's chatter about odd metadata
-            if getattr(img, "n_frames", 1) > 1:
+            if img.tell() != 0:  # (not n_frames: counting GIF frames reads the whole file)
                 img.seek(0)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
