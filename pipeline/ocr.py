@@ -448,33 +448,42 @@ def denoise(gray: np.ndarray, stats: TextStats) -> np.ndarray:
     return cv2.medianBlur(gray, 3)
 
 
-def _profile_score(binary: np.ndarray, angle: float) -> float:
-    h, w = binary.shape
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    rotated = cv2.warpAffine(binary, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
-    rows = rotated.sum(axis=1, dtype=np.float64)
-    return float(np.sum(np.diff(rows) ** 2))
+def _profile_scores(xs: np.ndarray, ys: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Sharpness of the row histogram of the ink points rotated by each angle (degrees, CCW)."""
+    scores = np.empty(len(angles))
+    cx, cy = xs.mean(), ys.mean()
+    for i, a in enumerate(np.deg2rad(angles)):
+        # Row of each point after rotating the page by ``a`` counter-clockwise about its centre.
+        rows = np.round((ys - cy) * np.cos(a) - (xs - cx) * np.sin(a)).astype(np.int64)
+        hist = np.bincount(rows - rows.min())
+        scores[i] = float(np.sum(np.diff(hist.astype(np.float64)) ** 2))
+    return scores
 
 
 def estimate_skew(gray: np.ndarray, max_angle: float = 10.0) -> float:
     """Small skew angle in degrees (counter-clockwise positive, OpenCV's convention), or 0.
 
-    Projection profiles: text lines give the sharpest row histogram when horizontal. The angle is
-    kept only when it clearly beats 0 degrees, so a sideways or picture-only page is not rotated
-    by noise.
+    Projection profiles: text lines give the sharpest row histogram when horizontal. Ink points
+    are projected arithmetically (no image is rotated), so trying 40 angles costs milliseconds.
+    The angle is kept only when it clearly beats 0 degrees, so a sideways or picture-only page
+    is not rotated by noise.
     """
     small, _ = _downscale(gray, 1000)
     _, binary = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
-    if binary.sum() < 200:
+    ys, xs = np.nonzero(binary)
+    if len(xs) < 200:
         return 0.0
-    base = _profile_score(binary, 0.0)
+    if len(xs) > 200_000:  # a regular subsample keeps the histogram's shape
+        step = len(xs) // 200_000 + 1
+        ys, xs = ys[::step], xs[::step]
+    xs, ys = xs.astype(np.float64), ys.astype(np.float64)
+    base = _profile_scores(xs, ys, np.array([0.0]))[0]
     coarse = np.arange(-max_angle, max_angle + 0.01, 0.5)
-    scores = [_profile_score(binary, a) for a in coarse]
-    best = float(coarse[int(np.argmax(scores))])
+    best = float(coarse[int(np.argmax(_profile_scores(xs, ys, coarse)))])
     fine = np.arange(best - 0.5, best + 0.51, 0.1)
-    fine_scores = [_profile_score(binary, a) for a in fine]
+    fine_scores = _profile_scores(xs, ys, fine)
     best = float(fine[int(np.argmax(fine_scores))])
-    if abs(best) < _MIN_SKEW or max(fine_scores) < base * 1.15:
+    if abs(best) < _MIN_SKEW or fine_scores.max() < base * 1.15:
         return 0.0
     return round(best, 2)
 
