@@ -556,6 +556,22 @@ def test_truncated_jpeg_is_corrupt(tmp_path: Path, settings: Settings, caplog: p
     assert not list((tmp_path / "out" / "renditions").glob("*"))  # nothing half-written
 
 
+def test_pixel_limit_is_enforced(tmp_path: Path) -> None:
+    from pipeline.errors import DecompressionBomb
+
+    strict = Settings(data_dir=tmp_path / "data", max_image_pixels=1000)
+    src = make_input("jpeg_tiny.jpg", tmp_path)  # 8000 pixels > 2 x 1000
+    with pytest.raises(DecompressionBomb):
+        make_renditions(src, identify(src, strict), tmp_path / "out", strict)
+
+
+def test_pdf_render_respects_pixel_limit(tmp_path: Path) -> None:
+    strict = Settings(data_dir=tmp_path / "data", max_image_pixels=200_000)
+    src = make_input("pdf_1page.pdf", tmp_path)
+    results = {r.name: r for r in make_renditions(src, identify(src, strict), tmp_path / "out", strict)}
+    assert results["png"].width * results["png"].height <= 200_000
+
+
 def test_corrupt_pdf_is_corrupt(tmp_path: Path, settings: Settings) -> None:
     good = make_input("pdf_1page.pdf", tmp_path)
     bad = tmp_path / "bad.pdf"
