@@ -51,6 +51,7 @@ Errors: anything that goes wrong while *decoding* is the upload's fault and rais
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -258,6 +259,9 @@ def pdf_scale(width_pt: float, height_pt: float, max_pixels: int) -> float:
     pixels = width_pt * height_pt * scale * scale
     if pixels > max_pixels:
         scale *= (max_pixels / pixels) ** 0.5
+    # pdfium rounds the bitmap size up: leave room for the partial pixels.
+    while (math.ceil(width_pt * scale) * math.ceil(height_pt * scale)) > max_pixels and scale > 1e-3:
+        scale *= 0.99
     return scale
 
 
