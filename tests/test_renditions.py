@@ -187,6 +187,12 @@ def make_input(name: str, folder: Path) -> Path:
 
         pillow_heif.register_heif_opener()
         landscape_with_marker_block().save(path, "HEIF", quality=90, exif=exif_with_gps(6).tobytes(), xmp=XMP)
+    elif name == "heic_icc_wide.heic":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        Image.new("RGB", (300, 200), WIDE_GAMUT_PIXEL).save(path, "HEIF", quality=100, icc_profile=ADOBE_RGB_LIKE,
+                                                            chroma=444)
     elif name == "pdf_1page.pdf":
         Image.new("RGB", (600, 800), (200, 30, 30)).save(path, "PDF", resolution=100.0, title=MARKER,
                                                          author=MARKER)
@@ -205,7 +211,7 @@ def make_input(name: str, folder: Path) -> Path:
 ALL_INPUTS = [
     "jpeg_exif_orientation6.jpg", "jpeg_cmyk.jpg", "jpeg_icc_wide.jpg", "jpeg_icc_srgb.jpg",
     "png_alpha.png", "png_grey16.png", "png_rgb16.png", "png_la.png", "gif_palette.gif",
-    "gif_animated.gif", "tiff_multipage.tiff", "webp.webp", "bmp.bmp", "heic.heic", "pdf_1page.pdf",
+    "gif_animated.gif", "tiff_multipage.tiff", "webp.webp", "bmp.bmp", "heic.heic", "heic_icc_wide.heic", "pdf_1page.pdf",
     "pdf_2pages.pdf", "jpeg_large.jpg", "jpeg_tiny.jpg",
 ]
 
@@ -402,7 +408,8 @@ def test_cmyk_jpeg_becomes_rgb(tmp_path: Path, settings: Settings) -> None:
         assert r > 230 and g < 30 and b < 30, (rname, (r, g, b))  # CMYK (0,100,100,0) is red
 
 
-def test_wide_gamut_icc_is_converted_to_srgb(tmp_path: Path, settings: Settings) -> None:
+@pytest.mark.parametrize("name", ["jpeg_icc_wide.jpg", "heic_icc_wide.heic"])
+def test_wide_gamut_icc_is_converted_to_srgb(name: str, tmp_path: Path, settings: Settings) -> None:
     """Pixels tagged with a wide-gamut profile must come out as the same colour in sRGB."""
     expected_img = ImageCms.profileToProfile(
         Image.new("RGB", (1, 1), WIDE_GAMUT_PIXEL),
@@ -412,7 +419,7 @@ def test_wide_gamut_icc_is_converted_to_srgb(tmp_path: Path, settings: Settings)
     assert max(abs(a - b) for a, b in zip(expected, WIDE_GAMUT_PIXEL)) > 15  # the test is meaningful
 
     out_dir = tmp_path / "out"
-    run(make_input("jpeg_icc_wide.jpg", tmp_path), out_dir, settings)
+    run(make_input(name, tmp_path), out_dir, settings)
     for rname in ("png", "archival", "web", "preview"):
         got = mean_pixel(open_rendition(out_dir, rname))
         assert max(abs(a - b) for a, b in zip(got, expected)) <= 3, (rname, got, expected)
