@@ -12,6 +12,7 @@ page's text, so an entity offset in ``text.txt`` maps back to a page and a box.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -166,6 +167,121 @@ class _Outputs:
 
 
 # --------------------------------------------------------------------------------------------
+# OCR jobs: one page each, run here or in a pool of processes
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OcrJob:
+    """Everything a process needs to OCR one page on its own (picklable: paths, not handles)."""
+
+    src: str
+    kind: str  # "pdf" | "image"
+    index: int  # 0-based page or frame
+    settings: Settings
+
+
+@dataclass
+class OcrOutcome:
+    """One OCR'd page as plain data: its pages.json record, its text and its one-page PDF."""
+
+    record: dict[str, Any]
+    text: str
+    page_pdf: bytes
+    result: PageResult
+    timings: dict[str, float]
+
+
+def ocr_page(job: OcrJob) -> OcrOutcome:
+    """Render or decode one page, OCR it and build its searchable page (runs in any process)."""
+    settings = job.settings
+    if job.kind == "pdf":
+        t0 = time.perf_counter()
+        doc = pdfmod.open_pdfium(Path(job.src))
+        try:
+            size_pt = pdfmod.page_size_points(doc, job.index)
+            image = pdfmod.render_page(doc, job.index, settings.ocr_dpi)
+        finally:
+            doc.close()
+        render = time.perf_counter() - t0
+        # Rendered pages are flat by construction: no photo detection.
+        page = ocr.ocr_image(image, settings, dpi=settings.ocr_dpi, photo_check=False)
+        page.timings["render"] = render
+        image.close()
+        return _ocr_outcome(job.index + 1, page, size_pt)
+    t0 = time.perf_counter()
+    img = open_image(Path(job.src), settings)
+    try:
+        frame, exif_rotation, dpi = _load_frame(img, job.index)
+    finally:
+        img.close()
+    decode = time.perf_counter() - t0
+    page = ocr.ocr_image(frame, settings, dpi=dpi, photo_check=True)
+    frame.close()
+    page.timings["decode"] = decode
+    page.rotation = (page.rotation + exif_rotation) % 360
+    return _ocr_outcome(job.index + 1, page, None)
+
+
+class _PageRunner:
+    """Runs OCR jobs (inline or in worker processes) and writes every page in page order.
+
+    At most ``2 x workers`` OCR'd pages are in flight, so memory stays bounded by the worker
+    count, not by the page count. ``page_workers`` = 1 (the default) keeps everything in this
+    process: the local compute environment already runs one worker per core.
+    """
+
+    def __init__(self, settings: Settings, out: _Outputs) -> None:
+        self.out = out
+        self.workers = max(1, int(getattr(settings, "ocr_page_workers", 0) or 1))
+        self._pending: collections.deque[tuple[str, Any]] = collections.deque()
+        self._pool: Any = None
+
+    def __enter__(self) -> "_PageRunner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def add_text_page(self, page_no: int, layer: pdfmod.TextLayerPage) -> None:
+        self._pending.append(("text", (page_no, layer)))
+        self._flush(block=False)
+
+    def add_ocr_job(self, job: OcrJob, pages_left: int) -> None:
+        if self.workers == 1 or pages_left < 1:
+            self._pending.append(("done", ocr_page(job)))
+        else:
+            self._pending.append(("future", self._executor().submit(ocr_page, job)))
+        self._flush(block=sum(1 for k, _ in self._pending if k == "future") >= 2 * self.workers)
+
+    def finish(self) -> None:
+        self._flush(block=True, everything=True)
+
+    def _executor(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: PDF engines and OpenCV are not fork-safe once initialised in the parent.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def _flush(self, *, block: bool, everything: bool = False) -> None:
+        while self._pending:
+            kind, item = self._pending[0]
+            if kind == "future":
+                if not (block or item.done()):
+                    return
+                item = item.result()  # re-raises the page's error here, in page order
+                block = everything
+            self._pending.popleft()
+            if kind == "text":
+                _write_text_layer_page(item[0], item[1], self.out)
+            else:
+                _write_ocr_outcome(item, self.out)
+
+
+# --------------------------------------------------------------------------------------------
 # PDFs
 # --------------------------------------------------------------------------------------------
 
@@ -175,12 +291,13 @@ def _extract_pdf(src: Path, settings: Settings, out: _Outputs) -> None:
         count = len(doc)
         if count == 0:
             raise CorruptFile("the PDF has no pages")
-        with pdfmod.open_plumber(src) as plumber:
+        with pdfmod.open_plumber(src) as plumber, _PageRunner(settings, out) as runner:
             for index, layer in enumerate(_text_layers(plumber, count, out)):
                 if layer is not None:
-                    _write_text_layer_page(index + 1, layer, out)
+                    runner.add_text_page(index + 1, layer)
                 else:
-                    _ocr_pdf_page(doc, index, settings, out)
+                    runner.add_ocr_job(OcrJob(str(src), "pdf", index, settings), pages_left=count - index - 1)
+            runner.finish()
         if out.ocr_ran:
             out.write_searchable(doc, count)
     finally:
@@ -227,17 +344,6 @@ def _write_text_layer_page(page_no: int, layer: pdfmod.TextLayerPage, out: _Outp
     out.write_page(record, layer.text, result)
 
 
-def _ocr_pdf_page(doc: Any, index: int, settings: Settings, out: _Outputs) -> None:
-    t0 = time.perf_counter()
-    width_pt, height_pt = pdfmod.page_size_points(doc, index)
-    image = pdfmod.render_page(doc, index, settings.ocr_dpi)
-    out.add_time("render", time.perf_counter() - t0)
-    # Rendered pages are flat by construction: no photo detection.
-    page = ocr.ocr_image(image, settings, dpi=settings.ocr_dpi, photo_check=False)
-    image.close()
-    _write_ocr_page(index + 1, page, out, page_size_pt=(width_pt, height_pt))
-
-
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
@@ -246,17 +352,13 @@ def _extract_images(src: Path, settings: Settings, out: _Outputs) -> None:
     img = open_image(src, settings)
     try:
         frames = (getattr(img, "n_frames", 1) or 1) if img.format == "TIFF" else 1
-        for index in range(frames):
-            t0 = time.perf_counter()
-            frame, exif_rotation, dpi = _load_frame(img, index)
-            out.add_time("decode", time.perf_counter() - t0)
-            page = ocr.ocr_image(frame, settings, dpi=dpi, photo_check=True)
-            frame.close()
-            page.rotation = (page.rotation + exif_rotation) % 360
-            _write_ocr_page(index + 1, page, out, page_size_pt=None)
-        out.write_searchable(None, frames)
     finally:
         img.close()
+    with _PageRunner(settings, out) as runner:
+        for index in range(frames):
+            runner.add_ocr_job(OcrJob(str(src), "image", index, settings), pages_left=frames - index - 1)
+        runner.finish()
+    out.write_searchable(None, frames)
 
 
 def _load_frame(img: Any, index: int) -> tuple[Any, int, float | None]:
@@ -285,18 +387,16 @@ def _load_frame(img: Any, index: int) -> tuple[Any, int, float | None]:
 # OCR'd pages (PDF or image)
 # --------------------------------------------------------------------------------------------
 
-def _write_ocr_page(page_no: int, page: ocr.OcrPage, out: _Outputs,
-                    page_size_pt: tuple[float, float] | None) -> None:
-    """Record one OCR'd page and keep its one-page searchable PDF."""
-    for name, seconds in page.timings.items():
-        out.add_time(name, seconds)
+def _ocr_outcome(page_no: int, page: ocr.OcrPage, page_size_pt: tuple[float, float] | None) -> OcrOutcome:
+    """Plain-data record of one OCR'd page, with its one-page searchable PDF."""
     rec = page.recognition
+    timings = dict(page.timings)
     t0 = time.perf_counter()
     from_pdf = page_size_pt is not None
     if page_size_pt is None:
         page_size_pt = (page.width * 72.0 / page.dpi, page.height * 72.0 / page.dpi)
-    out.keep_page_pdf(page_no, pdfmod.build_ocr_page_pdf(ocr.encode_jpeg(page.gray), rec.pdf, *page_size_pt))
-    out.add_time("searchable_pdf", time.perf_counter() - t0)
+    page_pdf = pdfmod.build_ocr_page_pdf(ocr.encode_jpeg(page.gray), rec.pdf, *page_size_pt)
+    timings["searchable_pdf"] = time.perf_counter() - t0
     source = "ocr" if rec.words else "empty"
     record = {
         "page_no": page_no,
@@ -322,4 +422,11 @@ def _write_ocr_page(page_no: int, page: ocr.OcrPage, out: _Outputs,
     result = PageResult(page_no=page_no, source=source, width=width, height=height,
                         rotation=page.rotation, dpi=page.dpi, chars=len(rec.text), words=len(rec.words),
                         mean_confidence=rec.mean_confidence)
-    out.write_page(record, rec.text, result)
+    return OcrOutcome(record, rec.text, page_pdf, result, timings)
+
+
+def _write_ocr_outcome(outcome: OcrOutcome, out: _Outputs) -> None:
+    for name, seconds in outcome.timings.items():
+        out.add_time(name, seconds)
+    out.keep_page_pdf(outcome.result.page_no, outcome.page_pdf)
+    out.write_page(outcome.record, outcome.text, outcome.result)

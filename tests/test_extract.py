@@ -6,6 +6,7 @@ carries a file name.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -335,3 +336,36 @@ def test_bad_language_setting_is_a_config_error(settings):
 
     with pytest.raises(ConfigError):
         ocr.check_languages("eng; rm -rf /")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages in parallel (opt-in: ``ocr_page_workers``; the runner reads it when Settings has it)
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ParallelSettings(Settings):
+    ocr_page_workers: int = 2
+
+
+def test_parallel_pages_give_the_same_outputs_in_page_order(tmp_path, settings):
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument.new()
+    scanned = pdfium.PdfDocument(str(FILES / "scanned_discharge.pdf"))
+    digital = pdfium.PdfDocument(str(FILES / "digital_referral.pdf"))
+    for i in range(4):
+        doc.import_pages(digital if i == 1 else scanned, [0])
+    src = tmp_path / "four.pdf"
+    doc.save(str(src))
+    for d in (doc, scanned, digital):
+        d.close()
+    outs = []
+    for name, st in (("serial", settings), ("parallel", ParallelSettings())):
+        out = tmp_path / name
+        out.mkdir()
+        result = extract_text(src, identify(src, st), out, st)
+        assert [p.source for p in result.pages] == ["ocr", "text-layer", "ocr", "ocr"]
+        outs.append(read_outputs(out))
+        with pdfplumber.open(out / "searchable.pdf") as pdf:
+            assert len(pdf.pages) == 4
+    assert outs[0] == outs[1]
