@@ -212,7 +212,8 @@ def summarise(groups: dict[str, list[Path]], reports: dict[str, dict]) -> str:
             cells.append(f"{secs:.2f}")
         out_mb = sum(sum(v["bytes"].values()) for v in report["files"].values()) / 2**20
         wall = sum(v["wall_seconds"] for v in report["files"].values())
-        lines.append(f"| {approach} | " + " | ".join(cells) + f" | {total:.2f} | {total / ours_total:.2f}x | {wall:.2f} | "
+        lines.append(f"| {approach} | " + " | ".join(cells)
+                     + f" | {total:.2f} | {total / ours_total:.2f}x | {wall:.2f} | "
                      f"{report['peak_rss_mb']:.0f} ({report['base_rss_mb']:.0f}) | {out_mb:.1f} |")
     return "\n".join(lines)
 

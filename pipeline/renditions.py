@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -169,7 +170,9 @@ def decode_image(src: Path, settings: Settings) -> "PILImage.Image":
 
     from pipeline.detect import open_image
 
-    img = open_image(src, settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": parsed at open for JPEG
+        img = open_image(src, settings)
     try:
         decode_first_frame(img, settings)
         icc = img.info.get("icc_profile") or None
@@ -205,16 +208,11 @@ def orient(img: "PILImage.Image") -> None:
     from PIL import ImageOps
 
     try:
-        ImageOps.exif_transpose(img, in_place=True)
-    except (ValueError, TypeError, KeyError, SyntaxError, OSError, struct_error()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Truncated File Read" and the like
+            ImageOps.exif_transpose(img, in_place=True)
+    except (ValueError, TypeError, KeyError, SyntaxError, OSError, struct.error):  # struct: truncated EXIF
         log.info("EXIF orientation unreadable; keeping the stored orientation")
-
-
-def struct_error() -> type[Exception]:
-    """``struct.error``: what Pillow raises on a truncated EXIF block."""
-    import struct
-
-    return struct.error
 
 
 def render_pdf_page(src: Path, settings: Settings) -> "PILImage.Image":

@@ -211,8 +211,8 @@ def make_input(name: str, folder: Path) -> Path:
 ALL_INPUTS = [
     "jpeg_exif_orientation6.jpg", "jpeg_cmyk.jpg", "jpeg_icc_wide.jpg", "jpeg_icc_srgb.jpg",
     "png_alpha.png", "png_grey16.png", "png_rgb16.png", "png_la.png", "gif_palette.gif",
-    "gif_animated.gif", "tiff_multipage.tiff", "webp.webp", "bmp.bmp", "heic.heic", "heic_icc_wide.heic", "pdf_1page.pdf",
-    "pdf_2pages.pdf", "jpeg_large.jpg", "jpeg_tiny.jpg",
+    "gif_animated.gif", "tiff_multipage.tiff", "webp.webp", "bmp.bmp", "heic.heic", "heic_icc_wide.heic",
+    "pdf_1page.pdf", "pdf_2pages.pdf", "jpeg_large.jpg", "jpeg_tiny.jpg",
 ]
 
 
@@ -578,6 +578,20 @@ def test_pdf_render_respects_pixel_limit(tmp_path: Path) -> None:
     src = make_input("pdf_1page.pdf", tmp_path)
     results = {r.name: r for r in make_renditions(src, identify(src, strict), tmp_path / "out", strict)}
     assert results["png"].width * results["png"].height <= 200_000
+
+
+def test_broken_exif_does_not_reject_the_photo(tmp_path: Path, settings: Settings) -> None:
+    """A damaged EXIF block (common on edited phone photos) keeps the stored orientation."""
+    good = io.BytesIO()
+    Image.new("RGB", (120, 90), (0, 128, 0)).save(good, "JPEG")
+    junk = b"Exif\0\0MM\0*\0\0\0\x08\0\x05\x01\x12\0\x03" + MARKER_BYTES  # IFD cut short
+    app1 = b"\xff\xe1" + struct.pack(">H", len(junk) + 2) + junk
+    path = tmp_path / "broken-exif.jpg"
+    path.write_bytes(good.getvalue()[:2] + app1 + good.getvalue()[2:])
+    results = run(path, tmp_path / "out", settings)
+    assert (results["png"].width, results["png"].height) == (120, 90)
+    for name in EXPECTED:
+        assert_no_metadata(tmp_path / "out" / "renditions" / EXPECTED[name][0])
 
 
 def test_corrupt_pdf_is_corrupt(tmp_path: Path, settings: Settings) -> None:
