@@ -31,8 +31,9 @@ Pixel pipeline, decided once for all outputs (one decode, then a cascade of down
    full-size image is resampled once and never more than two full-size buffers exist at a time.
 
 Why no ``Image.draft``: two of the five outputs are full size, so the full-resolution decode is
-needed anyway; decoding once and resampling the already-smaller rendition is cheaper than a second,
-reduced-scale JPEG decode (``bench/README-renditions.md`` measures both).
+needed anyway. A second, DCT-scaled JPEG decode for the small outputs measured within noise of the
+single decode (0.96-0.98x CPU, same peak RSS; ``bench/README-renditions.md``) while adding a second
+decode/orient/colour path, so the stage decodes once and resamples the already-smaller rendition.
 
 Metadata: every output is written from a fresh pixel-only image with empty ``info``, and no
 metadata is passed to any encoder. No EXIF, GPS, XMP, IPTC, comments, PNG text chunks, dpi or
