@@ -65,6 +65,8 @@ _MIN_TEXT_PX = 14.0
 _MAX_TEXT_PX = 80.0
 _MAX_UPSCALE = 4.0
 _MAX_OCR_PIXELS = 60_000_000
+# Illumination: shadows down to this share of the paper's brightness are evened out.
+_BACKGROUND_FLOOR = 0.45
 # Below this a rotation is not worth its full-size warp (0.4 degrees still helped UNLV pages).
 _MIN_SKEW = 0.2
 
@@ -388,7 +390,11 @@ def normalise_illumination(gray: np.ndarray) -> np.ndarray:
     bg = cv2.GaussianBlur(bg, (0, 0), k / 2)
     if f < 1.0:
         bg = cv2.resize(bg, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return cv2.divide(gray, np.maximum(bg, 1), scale=255)
+    # Floor: a large dark area (a coloured header bar, a black table head) is not paper in shadow;
+    # dividing by its own level would turn it and any white text on it into plain white.
+    paper = float(np.percentile(small, 90))
+    floor = max(1.0, paper * _BACKGROUND_FLOOR)
+    return cv2.divide(gray, np.maximum(bg, floor).astype(np.uint8), scale=255)
 
 
 @dataclass
