@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,7 @@ class _Job:
     term_sent: float | None = None
     timed_out: bool = False
     log_path: Path | None = None
+    scratch: Path | None = None
     exit_code: int | None = None
 
     @property
@@ -244,6 +246,11 @@ class LocalComputeEnvironment:
             AWS_BATCH_JQ_NAME=self.settings.job_queue,
             AWS_BATCH_CE_NAME="local",
         )
+        # Scratch space per attempt, removed when the attempt ends however it ends (even SIGKILL),
+        # so a copy of the upload never outlives its job.
+        job.scratch = (self.settings.data_dir / "work" / f"{job.job_id}-{attempt_no}").resolve()
+        job.scratch.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(job.scratch)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         job.log_path = self.log_dir / f"{job.sub.kind}-{job.job_id}-{attempt_no}.log"
         with job.log_path.open("wb") as log_fh:
@@ -292,6 +299,8 @@ class LocalComputeEnvironment:
         )
         job.exit_code = exit_code
         job.proc = None
+        if job.scratch is not None:
+            shutil.rmtree(job.scratch, ignore_errors=True)
         if exit_code == 0 and not job.timed_out:
             self._set(job, "SUCCEEDED", EXITED)
             return

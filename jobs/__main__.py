@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from jobs.runner import KINDS, run_job
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--document-id", required=True)
     parser.add_argument("--attempt", type=int, default=1)
     args = parser.parse_args(argv)
+    # Batch stops a job with SIGTERM (timeout, termination): unwind so scratch files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     log = logging.getLogger("medintake.jobs")
     try:
         settings = Settings.load()

@@ -153,6 +153,7 @@ def test_killed_worker_is_retried_per_its_job_definition(settings):
     with database.transaction(settings) as s:
         codes = [e.exit_code for e in s.scalars(select(JobEvent).where(JobEvent.job_id == jobs["extract"].id))]
     assert 137 in codes  # 128 + SIGKILL, as a container reports it
+    assert not any((settings.data_dir / "work").iterdir())  # the killed attempt's scratch is gone
     assert repository.get_document(settings, doc_id).status == "COMPLETED"
     assert len(read_notices(settings)) == 1
 
