@@ -13,6 +13,7 @@ page's text, so an entity offset in ``text.txt`` maps back to a page and a box.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -285,14 +286,26 @@ class _PageRunner:
 # PDFs
 # --------------------------------------------------------------------------------------------
 
+#: Text-layer engine; Settings may override it with a ``text_engine`` field ("pdfium" | "pdfplumber").
+#: pdfium is the default because it measured ~9x faster than pdfplumber on the pdf-text corpus
+#: and keeps multi-column pages in column order (pdfplumber merges the columns line by line).
+DEFAULT_TEXT_ENGINE = "pdfium"
+
+
 def _extract_pdf(src: Path, settings: Settings, out: _Outputs) -> None:
     doc = pdfmod.open_pdfium(src)
     try:
         count = len(doc)
         if count == 0:
             raise CorruptFile("the PDF has no pages")
-        with pdfmod.open_plumber(src) as plumber, _PageRunner(settings, out) as runner:
-            for index, layer in enumerate(_text_layers(plumber, count, out)):
+        engine = str(getattr(settings, "text_engine", "") or DEFAULT_TEXT_ENGINE)
+        with contextlib.ExitStack() as stack:
+            runner = stack.enter_context(_PageRunner(settings, out))
+            if engine == "pdfplumber":
+                layers = _plumber_layers(stack.enter_context(pdfmod.open_plumber(src)), count, out)
+            else:
+                layers = _pdfium_layers(doc, count, out)
+            for index, layer in enumerate(layers):
                 if layer is not None:
                     runner.add_text_page(index + 1, layer)
                 else:
@@ -304,8 +317,30 @@ def _extract_pdf(src: Path, settings: Settings, out: _Outputs) -> None:
         doc.close()
 
 
-def _text_layers(plumber: Any, count: int, out: _Outputs) -> Iterator[pdfmod.TextLayerPage | None]:
-    """Each page's usable text layer, or None when the page must be OCR'd."""
+def _usable(layer: pdfmod.TextLayerPage) -> pdfmod.TextLayerPage | None:
+    return layer if pdfmod.is_usable_text(layer.text) else None
+
+
+def _pdfium_layers(doc: Any, count: int, out: _Outputs) -> Iterator[pdfmod.TextLayerPage | None]:
+    """Each page's usable text layer (pdfium), or None when the page must be OCR'd."""
+    import pypdfium2 as pdfium
+
+    for index in range(count):
+        t0 = time.perf_counter()
+        try:
+            page = doc[index]
+        except pdfium.PdfiumError:
+            raise CorruptFile("a PDF page cannot be loaded") from None
+        try:
+            layer = pdfmod.read_text_layer_pdfium(page)
+        finally:
+            page.close()
+        out.add_time("text_layer", time.perf_counter() - t0)
+        yield _usable(layer)
+
+
+def _plumber_layers(plumber: Any, count: int, out: _Outputs) -> Iterator[pdfmod.TextLayerPage | None]:
+    """Each page's usable text layer (pdfplumber), or None when the page must be OCR'd."""
     try:
         pages = plumber.pages
     except MedintakeError:
@@ -321,7 +356,7 @@ def _text_layers(plumber: Any, count: int, out: _Outputs) -> Iterator[pdfmod.Tex
         finally:
             page.close()
         out.add_time("text_layer", time.perf_counter() - t0)
-        yield layer if pdfmod.is_usable_text(layer.text) else None
+        yield _usable(layer)
 
 
 def _write_text_layer_page(page_no: int, layer: pdfmod.TextLayerPage, out: _Outputs) -> None:

@@ -122,6 +122,94 @@ def read_text_layer(page: Any) -> TextLayerPage:
     return TextLayerPage(page_text, lines, words, float(page.width), float(page.height), rotation)
 
 
+def read_text_layer_pdfium(page: pdfium.PdfPage) -> TextLayerPage:
+    """The same record as :func:`read_text_layer`, from pdfium's text API (~40x faster).
+
+    pdfium keeps the content stream's order and marks its own line breaks; each character is read
+    with its box, so the page text, the words and their offsets are built in one pass. Boxes are
+    converted to pdfplumber's convention (points from the crop box's top-left corner).
+    """
+    import ctypes
+
+    import pypdfium2.raw as raw
+
+    try:
+        textpage = page.get_textpage()
+    except pdfium.PdfiumError:
+        raise CorruptFile("a PDF page cannot be read") from None
+    try:
+        left, bottom, right, top = page.get_cropbox()
+        n = raw.FPDFText_CountChars(textpage.raw)
+        l, r, b, t = (ctypes.c_double() for _ in range(4))
+        lines: list[list[tuple[str, tuple[float, float, float, float] | None]]] = [[]]
+        i = 0
+        while i < n:
+            cp = raw.FPDFText_GetUnicode(textpage.raw, i)
+            if 0xD800 <= cp < 0xDC00 and i + 1 < n:  # surrogate pair: one character, two indices
+                low = raw.FPDFText_GetUnicode(textpage.raw, i + 1)
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+                i += 1
+            idx = i
+            i += 1
+            if cp in (0x0A, 0x0D):
+                if cp == 0x0A or lines[-1]:
+                    lines.append([])
+                continue
+            ch = "-" if cp == 0x02 else chr(cp) if cp >= 0x20 else " "
+            box = None
+            if not ch.isspace() and raw.FPDFText_GetCharBox(textpage.raw, idx, l, r, b, t):
+                box = (l.value - left, top - t.value, r.value - left, top - b.value)
+            lines[-1].append((ch, box))
+    finally:
+        textpage.close()
+    return _assemble_layer(lines, right - left, top - bottom, page.get_rotation())
+
+
+def _assemble_layer(char_lines: list[list[tuple[str, tuple[float, float, float, float] | None]]],
+                    width: float, height: float, rotation: int) -> TextLayerPage:
+    """Page text, lines and words (with offsets) from lines of (character, box) pairs."""
+    parts: list[str] = []
+    lines: list[dict[str, Any]] = []
+    words: list[dict[str, Any]] = []
+    pos = 0
+    for chars in char_lines:
+        text = "".join(ch for ch, _ in chars)
+        lead = len(text) - len(text.lstrip())
+        text = text.strip()
+        if not text:
+            continue
+        chars = chars[lead:lead + len(text)]
+        if parts:
+            parts.append("\n")
+            pos += 1
+        line_start = pos
+        line_boxes = []
+        k = 0
+        while k < len(chars):
+            if chars[k][0].isspace():
+                k += 1
+                continue
+            j = k
+            while j < len(chars) and not chars[j][0].isspace():
+                j += 1
+            boxes = [bx for _, bx in chars[k:j] if bx is not None]
+            if boxes:
+                bbox = _union(boxes)
+                line_boxes.append(bbox)
+                words.append({"text": text[k:j], "bbox": bbox, "confidence": 100.0, "offset": line_start + k})
+            k = j
+        if line_boxes:
+            lines.append({"text": text, "bbox": _union(line_boxes), "confidence": 100.0, "offset": line_start})
+        parts.append(text)
+        pos += len(text)
+    return TextLayerPage("".join(parts), lines, words, float(width), float(height), int(rotation) % 360)
+
+
+def _union(boxes: list[Any]) -> list[float]:
+    return [round(min(b[0] for b in boxes), 2), round(min(b[1] for b in boxes), 2),
+            round(max(b[2] for b in boxes), 2), round(max(b[3] for b in boxes), 2)]
+
+
 def _box(obj: dict[str, Any]) -> list[float]:
     return [round(float(obj["x0"]), 2), round(float(obj["top"]), 2), round(float(obj["x1"]), 2),
             round(float(obj["bottom"]), 2)]

@@ -100,6 +100,23 @@ def test_digital_pdf_uses_text_layer_and_never_tesseract(tmp_path, settings, tes
     assert result.pages[0].width == 612.0 and result.pages[0].dpi is None
 
 
+@dataclasses.dataclass(frozen=True)
+class PlumberSettings(Settings):
+    text_engine: str = "pdfplumber"
+
+
+def test_pdfplumber_engine_gives_the_same_text(tmp_path, settings, tesseract_calls):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, out_default = run(tmp_path / "a", "mixed_digital_scanned.pdf", settings)
+    result, out_plumber = run(tmp_path / "b", "mixed_digital_scanned.pdf", PlumberSettings())
+    assert [p.source for p in result.pages] == ["text-layer", "ocr"]
+    assert read_outputs(out_default)[0] == read_outputs(out_plumber)[0]
+    words_default = [w["text"] for w in read_outputs(out_default)[1][0]["words"]]
+    words_plumber = [w["text"] for w in read_outputs(out_plumber)[1][0]["words"]]
+    assert words_default == words_plumber
+
+
 def test_digital_pdf_works_without_tesseract_installed(tmp_path, settings, monkeypatch):
     monkeypatch.setattr(ocr, "TESSERACT_CMD", "/nonexistent/tesseract")
     result, _ = run(tmp_path, "digital_referral.pdf", settings)
