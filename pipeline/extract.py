@@ -200,12 +200,13 @@ def ocr_page(job: OcrJob) -> OcrOutcome:
         doc = pdfmod.open_pdfium(Path(job.src))
         try:
             size_pt = pdfmod.page_size_points(doc, job.index)
-            image = pdfmod.render_page(doc, job.index, settings.ocr_dpi)
+            dpi = pdfmod.safe_dpi(size_pt, settings.ocr_dpi, settings.max_image_pixels)
+            image = pdfmod.render_page(doc, job.index, dpi)
         finally:
             doc.close()
         render = time.perf_counter() - t0
         # Rendered pages are flat by construction: no photo detection.
-        page = ocr.ocr_image(image, settings, dpi=settings.ocr_dpi, photo_check=False)
+        page = ocr.ocr_image(image, settings, dpi=dpi, photo_check=False)
         page.timings["render"] = render
         image.close()
         return _ocr_outcome(job.index + 1, page, size_pt)

@@ -258,6 +258,19 @@ def render_page(pdf: pdfium.PdfDocument, index: int, dpi: int) -> Image.Image:
         page.close()
 
 
+def safe_dpi(size_pt: tuple[float, float], dpi: int, max_pixels: int) -> int:
+    """``dpi``, lowered when the page is so large that the raster would exceed ``max_pixels``.
+
+    A PDF page can declare any size (up to 200 inches a side); rendering such a page at 300 dpi
+    would need gigabytes, so the page's raster obeys the same pixel limit as uploaded images.
+    """
+    w_in, h_in = size_pt[0] / 72.0, size_pt[1] / 72.0
+    if w_in <= 0 or h_in <= 0:
+        return dpi
+    limit = (max_pixels / (w_in * h_in)) ** 0.5
+    return max(1, min(dpi, int(limit)))
+
+
 def page_size_points(pdf: pdfium.PdfDocument, index: int) -> tuple[float, float]:
     """Width and height in points as displayed (after /Rotate)."""
     try:

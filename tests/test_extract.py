@@ -388,3 +388,9 @@ def test_parallel_pages_give_the_same_outputs_in_page_order(tmp_path, settings):
         with pdfplumber.open(out / "searchable.pdf") as pdf:
             assert len(pdf.pages) == 4
     assert outs[0] == outs[1]
+
+
+def test_huge_pdf_pages_are_rendered_within_the_pixel_limit():
+    assert pdfmod.safe_dpi((612, 792), 300, 178_956_970) == 300
+    dpi = pdfmod.safe_dpi((14400, 14400), 300, 178_956_970)  # a 200 x 200 inch page
+    assert dpi < 300 and (200 * dpi) ** 2 <= 178_956_970
