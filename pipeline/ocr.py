@@ -154,18 +154,28 @@ class Recognition:
 
     @property
     def quality(self) -> float:
-        """Score for choosing between orientations: confident alphanumeric characters."""
+        """Score for choosing between orientations: confident alphanumeric characters in words
+        that lie horizontally (tesseract can read a sideways line, but then the page, its boxes
+        and the searchable PDF are still sideways)."""
         total = 0.0
         for w in self.words:
-            if w["confidence"] >= _GOOD_WORD_CONFIDENCE:
+            if w["confidence"] >= _GOOD_WORD_CONFIDENCE and not _is_vertical(w):
                 total += sum(ch.isalnum() for ch in w["text"])
         return total
 
     def looks_poor(self) -> bool:
-        """Whether the page may be sideways or upside down (few or unsure words)."""
+        """Whether the page may be sideways or upside down (few, unsure or vertical words)."""
         if not self.words:
             return True
+        long_words = [w for w in self.words if len(w["text"]) >= 3]
+        if long_words and sum(_is_vertical(w) for w in long_words) > len(long_words) / 2:
+            return True
         return (self.mean_confidence or 0.0) < _POOR_MEAN_CONFIDENCE
+
+
+def _is_vertical(word: dict[str, Any]) -> bool:
+    x0, y0, x1, y1 = word["bbox"]
+    return len(word["text"]) >= 2 and (y1 - y0) > 1.5 * (x1 - x0)
 
 
 def parse_tsv(tsv: str) -> Recognition:

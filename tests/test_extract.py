@@ -394,3 +394,16 @@ def test_huge_pdf_pages_are_rendered_within_the_pixel_limit():
     assert pdfmod.safe_dpi((612, 792), 300, 178_956_970) == 300
     dpi = pdfmod.safe_dpi((14400, 14400), 300, 178_956_970)  # a 200 x 200 inch page
     assert dpi < 300 and (200 * dpi) ** 2 <= 178_956_970
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_sparse_rotated_page_is_turned_upright(settings, turn):
+    """OSD gives up on a single line; the rotations are then tried and scored directly."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("L", (700, 200), 255)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 48)
+    ImageDraw.Draw(img).text((40, 60), "Metformin 500 mg", font=font, fill=0)
+    page = ocr.ocr_image(img.rotate(turn, expand=True), settings, dpi=300, want_pdf=False)
+    assert page.recognition.text == "Metformin 500 mg"
+    assert page.rotation == turn and page.width > page.height
