@@ -158,6 +158,12 @@ def test_scanned_pdf_is_ocrd_and_searchable(tmp_path, settings, tesseract_calls)
         assert abs(orig.pages[0].width - src_w) < 3 and abs(orig.pages[0].height - src_h) < 3
 
 
+def test_scan_with_a_stamped_page_number_is_still_ocrd(tmp_path, settings):
+    result, out = run(tmp_path, "scanned_with_page_number.pdf", settings)
+    assert [p.source for p in result.pages] == ["ocr"]
+    assert "metformin" in folded(read_outputs(out)[0])
+
+
 def test_mixed_pdf_ocrs_only_the_scanned_page(tmp_path, settings, tesseract_calls):
     result, out = run(tmp_path, "mixed_digital_scanned.pdf", settings)
     text, pages = read_outputs(out)

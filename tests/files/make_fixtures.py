@@ -102,6 +102,11 @@ def build_text_pdf(pages: list[list[str]]) -> bytes:
         stream = page_stream(lines)
         objects.append(f"<< /Length {len(stream)} >>\nstream\n".encode() + stream + b"endstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    return write_pdf(objects)
+
+
+def write_pdf(objects: list[bytes]) -> bytes:
+    """Serialise numbered objects (1..n, object 1 the catalog) with a correct xref table."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
@@ -141,14 +146,42 @@ def add_noise(gray: np.ndarray, rng: np.random.Generator, sigma: float, speckles
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def make_scanned_pdf(path: Path) -> None:
-    """Text at ~300 dpi, rotated 1.5 degrees, with scanner noise; a PDF with no text layer."""
+def scan_raster() -> np.ndarray:
+    """The discharge summary as a scanner would see it: 1.5 degrees off, with noise."""
     rng = np.random.default_rng(1)
     page = render_lines(SCAN_LINES, width=1500, height=700, font_px=42, margin=80)
     page = page.rotate(1.5, resample=Image.BICUBIC, fillcolor=255, expand=False)
-    arr = add_noise(np.asarray(page), rng, sigma=6, speckles=0.002)
+    return add_noise(np.asarray(page), rng, sigma=6, speckles=0.002)
+
+
+def make_scanned_pdf(path: Path) -> None:
+    """Text at ~300 dpi, rotated 1.5 degrees, with scanner noise; a PDF with no text layer."""
     fixed = time.gmtime(1710417600)  # 2024-03-14 12:00 UTC: no wall-clock date in the file
-    Image.fromarray(arr).save(path, "PDF", resolution=300.0, quality=40, creationDate=fixed, modDate=fixed)
+    Image.fromarray(scan_raster()).save(path, "PDF", resolution=300.0, quality=40, creationDate=fixed,
+                                        modDate=fixed)
+
+
+def make_scan_with_page_number(path: Path) -> None:
+    """A scanned page whose only text layer is a stamped page number: must still be OCR'd."""
+    raster = Image.fromarray(scan_raster())
+    buf = io.BytesIO()
+    raster.save(buf, "JPEG", quality=40)
+    jpeg = buf.getvalue()
+    w_pt, h_pt = raster.width * 72 / 300, raster.height * 72 / 300
+    content = (f"q {w_pt:.2f} 0 0 {h_pt:.2f} 0 0 cm /Im1 Do Q\n"
+               f"BT /F1 8 Tf {w_pt / 2:.2f} 6 Td (3) Tj ET\n").encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w_pt:.2f} {h_pt:.2f}] "
+         f"/Resources << /Font << /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> /Contents 4 0 R >>").encode(),
+        f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"endstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+        (f"<< /Type /XObject /Subtype /Image /Width {raster.width} /Height {raster.height} "
+         f"/ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /DCTDecode /Length {len(jpeg)} >>\nstream\n"
+         ).encode() + jpeg + b"\nendstream",
+    ]
+    path.write_bytes(write_pdf(objects))
 
 
 def make_phone_photo(path: Path) -> None:
@@ -227,6 +260,7 @@ def main() -> None:
     good = build_text_pdf([PAGE1, PAGE2])
     digital.write_bytes(good)
     make_scanned_pdf(HERE / "scanned_discharge.pdf")
+    make_scan_with_page_number(HERE / "scanned_with_page_number.pdf")
     make_phone_photo(HERE / "phone_photo_exif6.jpg")
     make_screenshot(HERE / "screenshot_labs.png")
     make_tiff(HERE / "fax_two_pages.tiff")
