@@ -11,15 +11,17 @@ practically unchanged):
 
 1. grayscale (alpha flattened onto white),
 2. perspective correction of a photographed page (only when a paper-bright quadrilateral stands
-   out against a darker background),
-3. illumination/shadow normalisation (divide by a large-kernel background estimate),
-4. resolution normalisation from the measured text height (small print is upscaled to a ~300 dpi
-   equivalent; huge print is downscaled, which only costs accuracy nothing and saves time),
-5. light denoising, only when the page is measurably speckled,
-6. deskew of small angles by projection profiles,
-7. orientation (90/180/270): tesseract's OSD, consulted only when the first recognition looks poor,
-   so an upright page costs exactly one tesseract run; when OSD cannot decide (sparse pages) the
-   rotations are tried directly on small pages.
+   out against a darker background; a curved book page filling the frame is left alone),
+3. illumination/shadow normalisation (divide by a large-kernel background estimate, floored so
+   white text on dark bars survives),
+4. one connected-component pass measuring the glyph height, the speckle share and the baselines,
+5. deskew of small angles by projection profiles of those baselines,
+6. resolution normalisation from the measured text height (small print is upscaled to a ~300 dpi
+   equivalent; huge print is downscaled, which saves time at no cost in accuracy),
+7. light denoising, only when the page is measurably speckled,
+8. orientation (90/180/270): tesseract's OSD, consulted only when the first recognition looks poor
+   (low confidence, or word boxes standing upright), so an upright page costs exactly one
+   tesseract run; when OSD cannot decide (sparse pages) the rotations are tried and scored.
 """
 from __future__ import annotations
 
@@ -167,10 +169,12 @@ class Recognition:
         """Whether the page may be sideways or upside down (few, unsure or vertical words)."""
         if not self.words:
             return True
+        return self.mostly_vertical() or (self.mean_confidence or 0.0) < _POOR_MEAN_CONFIDENCE
+
+    def mostly_vertical(self) -> bool:
+        """Whether most words of three or more characters have upright boxes (a sideways page)."""
         long_words = [w for w in self.words if len(w["text"]) >= 3]
-        if long_words and sum(_is_vertical(w) for w in long_words) > len(long_words) / 2:
-            return True
-        return (self.mean_confidence or 0.0) < _POOR_MEAN_CONFIDENCE
+        return bool(long_words) and sum(_is_vertical(w) for w in long_words) > len(long_words) / 2
 
 
 def _is_vertical(word: dict[str, Any]) -> bool:
@@ -273,6 +277,7 @@ def read_text_file(path: Path) -> str:
         raise ToolFailed("tesseract produced no output") from None
 
 
+_osd_warned = False  # log the missing-OSD-data warning once per process
 _OSD_ROTATE = re.compile(r"Rotate:\s*(\d+)")
 _OSD_CONF = re.compile(r"Orientation confidence:\s*([\d.]+)")
 
@@ -287,6 +292,12 @@ def detect_orientation(gray: np.ndarray, settings: Settings, *, workdir: Path) -
     try:
         proc = run_tesseract([img_path.name, "stdout", "--psm", "0", "-l", "osd"], settings, cwd=workdir)
     except ToolFailed:
+        return None
+    except ToolMissing:
+        global _osd_warned
+        if not _osd_warned:
+            _osd_warned = True
+            log.warning("tesseract 'osd' data is not installed; page orientation falls back to trials")
         return None
     out = proc.stdout.decode("utf-8", "replace")
     rot, conf = _OSD_ROTATE.search(out), _OSD_CONF.search(out)
@@ -637,6 +648,8 @@ def _fix_orientation(gray: np.ndarray, prepared: Prepared, rec: Recognition, set
         candidates = [osd[0]] if osd[0] else []
     elif len(rec.words) <= 40:
         candidates = [180, 90, 270]
+    elif rec.mostly_vertical():
+        candidates = [90, 270]
     else:
         candidates = []
     best = (0, prepared, rec)

@@ -1,4 +1,5 @@
-"""PDF access: the text layer (pdfplumber), page rendering and searchable-PDF assembly (pypdfium2).
+"""PDF access: the text layer (pdfium by default, pdfplumber on request), page rendering and
+searchable-PDF assembly (pypdfium2).
 
 Pages are visited one at a time and closed after use so that memory does not grow with the page
 count. Every engine error while reading is turned into ``CorruptFile`` (or ``EncryptedPdf``) with a
