@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import ConfigError, ExitCode, MedintakeError
+from pipeline.errors import ConfigError, MedintakeError
 from pipeline.settings import Settings
 
 EXIT_SOME_NOT_COMPLETED = 1

@@ -16,7 +16,6 @@ from pipeline.errors import (
     CorruptFile,
     DecompressionBomb,
     EmptyFile,
-    EncryptedPdf,
     TooLarge,
     UnsupportedType,
 )
@@ -80,15 +79,9 @@ def validate(path: Path, kind: FileKind, settings: Settings) -> int:
 
 
 def _validate_pdf(path: Path, settings: Settings) -> int:
-    import pypdfium2 as pdfium
+    from pipeline.pdf import open_pdfium
 
-    try:
-        pdf = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as exc:
-        # pdfium reports a password requirement as its own error code; everything else is damage.
-        if "password" in str(exc).lower():
-            raise EncryptedPdf("the PDF is password-protected") from None
-        raise CorruptFile("the PDF cannot be parsed") from None
+    pdf = open_pdfium(path)
     try:
         pages = len(pdf)
         if pages == 0:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import CorruptFile, DecompressionBomb, EncryptedPdf, TransientError
+from pipeline.errors import CorruptFile, DecompressionBomb, TransientError
 from pipeline.results import FileKind, RenditionResult
 from pipeline.settings import Settings
 
@@ -220,12 +220,9 @@ def render_pdf_page(src: Path, settings: Settings) -> "PILImage.Image":
     """Page 1 of a PDF as an RGB image at ``PDF_DPI``, no larger than the pixel limits."""
     import pypdfium2 as pdfium
 
-    try:
-        pdf = pdfium.PdfDocument(str(src))
-    except pdfium.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise EncryptedPdf("the PDF is password-protected") from None
-        raise CorruptFile("the PDF cannot be parsed") from None
+    from pipeline.pdf import open_pdfium
+
+    pdf = open_pdfium(src)
     try:
         if len(pdf) == 0:
             raise CorruptFile("the PDF has no pages")
