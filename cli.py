@@ -91,7 +91,7 @@ def process(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, workers:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
     else:
-        _print_table(rows, docs)
+        _print_table(settings, rows, docs)
     if any(r["status"] != "COMPLETED" for r in rows):
         sys.exit(EXIT_SOME_NOT_COMPLETED)
 
@@ -117,20 +117,31 @@ def _run_with_progress(runtime, ids: list[str], show: bool) -> None:
         runtime.run_until_final(unique, on_step=on_step)
 
 
-def _print_table(rows: list[dict], docs: dict) -> None:
-    header = ("input", "document", "status", "reason", "pages")
+def _print_table(settings: Settings, rows: list[dict], docs: dict) -> None:
+    from pipeline import repository
+
+    header = ("input", "document", "status", "reason", "pages", "entities")
     lines = [header]
     for r in rows:
         doc = docs[r["document_id"]]
+        counts = repository.counts_for(settings, doc.id) if doc.status == "COMPLETED" else {}
         lines.append((r["input"], r["document_id"][:12], r["status"], r["reason_code"] or "",
-                      str(doc.page_count or "")))
+                      str(doc.page_count or ""), str(counts.get("entities", ""))))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     for n, line in enumerate(lines):
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip())
         if n == 0:
             click.echo("  ".join("-" * w for w in widths))
+    for r in rows:
+        doc = docs[r["document_id"]]
+        if doc.reason_message:
+            click.echo(f"  {r['input']}: {doc.reason_message}")
     done = sum(1 for r in rows if r["status"] == "COMPLETED")
-    click.echo(f"\n{done} of {len(rows)} completed; results under the data folder's bucket, results/<document>/")
+    if settings.store_backend == "s3":
+        where = f"s3://{settings.bucket}/{settings.results_prefix}"
+    else:
+        where = f"{settings.effective_store_root / settings.bucket}/{settings.results_prefix}"
+    click.echo(f"\n{done} of {len(rows)} completed. Results: {where}<document>/ (--json lists every file)")
 
 
 @main.command()
