@@ -413,3 +413,20 @@ def test_sparse_rotated_page_is_turned_upright(settings, turn):
     page = ocr.ocr_image(img.rotate(turn, expand=True), settings, dpi=300, want_pdf=False)
     assert page.recognition.text == "Metformin 500 mg"
     assert page.rotation == turn and page.width > page.height
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF", "BMP"])
+def test_other_image_formats(tmp_path, settings, fmt):
+    from PIL import Image
+
+    src = tmp_path / f"{MARKER}.img"
+    with Image.open(FILES / "screenshot_labs.png") as img:
+        img.convert("RGB").save(src, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    kind = identify(src, settings)
+    assert kind.format == fmt
+    validate(src, kind, settings)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = extract_text(src, kind, out, settings)
+    assert result.pages[0].source == "ocr" and result.searchable_pdf
+    assert "creatinine" in folded(read_outputs(out)[0])
