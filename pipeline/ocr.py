@@ -580,7 +580,8 @@ def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True)
     cleaned = denoise(gray, stats)
     denoised = cleaned is not gray
     cleaned = rotate_small(cleaned, skew)
-    base_dpi = dpi if dpi and 50 <= dpi <= 2400 else _guess_dpi(stats, factor)
+    # Cameras and screenshots state 72 or 96 dpi, which says nothing about the paper: guess instead.
+    base_dpi = dpi if dpi and 100 <= dpi <= 2400 else _guess_dpi(stats, factor)
     return Prepared(cleaned, int(round(base_dpi * factor)), factor, skew, perspective, denoised)
 
 
