@@ -62,19 +62,19 @@ def extract_text(src: Path, kind: FileKind, out_dir: Path, settings: Settings) -
         pages=out.results,
         language=settings.ocr_languages,
         searchable_pdf=out.searchable_written,
-        tool_versions=tool_versions(),
+        tool_versions=tool_versions(settings),
         timings={k: round(v, 4) for k, v in out.timings.items()},
     )
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(settings: Settings) -> dict[str, str]:
     """Versions recorded in the manifest, so a result can be traced to the engines that made it."""
     import cv2
     import pdfplumber
     import pypdfium2
 
     return {
-        "tesseract": ocr.tesseract_version(),
+        "tesseract": ocr.tesseract_version(settings.tesseract_cmd),
         "pdfium": str(pypdfium2.version.PDFIUM_INFO),
         "pypdfium2": str(pypdfium2.version.PYPDFIUM_INFO),
         "pdfplumber": str(pdfplumber.__version__),
@@ -235,7 +235,7 @@ class _PageRunner:
 
     def __init__(self, settings: Settings, out: _Outputs) -> None:
         self.out = out
-        self.workers = max(1, int(getattr(settings, "ocr_page_workers", 0) or 1))
+        self.workers = max(1, int(settings.ocr_page_workers or 1))
         self._pending: collections.deque[tuple[str, Any]] = collections.deque()
         self._pool: Any = None
 
@@ -303,7 +303,7 @@ def _extract_pdf(src: Path, settings: Settings, out: _Outputs) -> None:
         count = len(doc)
         if count == 0:
             raise CorruptFile("the PDF has no pages")
-        engine = str(getattr(settings, "text_engine", "") or DEFAULT_TEXT_ENGINE)
+        engine = str(settings.text_engine or DEFAULT_TEXT_ENGINE)
         with contextlib.ExitStack() as stack:
             runner = stack.enter_context(_PageRunner(settings, out))
             if engine == "pdfplumber":

@@ -47,9 +47,6 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: The tesseract program; the environment variable lets a deployment point at another build.
-TESSERACT_CMD = os.environ.get("MEDINTAKE_TESSERACT_CMD", "tesseract")
-
 #: Extra ``-c`` settings for every recognition run (see :func:`recognise`).
 RECOGNITION_CONFIG: list[str] = []
 
@@ -101,7 +98,7 @@ def run_tesseract(args: list[str], settings: Settings, *, cwd: Path | None = Non
     The single place that starts the program: tests monkeypatch or count it. Messages carry
     only the exit status, never stderr (it can echo paths) nor recognised text.
     """
-    argv = [TESSERACT_CMD, *args]
+    argv = [settings.tesseract_cmd, *args]
     try:
         proc = subprocess.run(
             argv,
@@ -132,10 +129,10 @@ def _version_for(cmd: str) -> str:
     return first.split()[-1] if first.startswith("tesseract") else first.strip()
 
 
-def tesseract_version() -> str:
+def tesseract_version(cmd: str = "tesseract") -> str:
     """The tesseract version string, e.g. ``5.3.0``; ``"missing"`` when not installed."""
     try:
-        return _version_for(TESSERACT_CMD)
+        return _version_for(cmd)
     except (OSError, subprocess.SubprocessError):
         return "missing"
 

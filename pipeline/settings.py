@@ -49,6 +49,9 @@ class Settings:
     aws_region: str = ""
     entities_backend: str = "local"  # local | comprehendmedical
     ocr_languages: str = "eng"
+    ocr_page_workers: int = 1  # pages OCR'd in parallel inside one extract job (match its vCPUs)
+    text_engine: str = "pdfium"  # text-layer reader: pdfium (fast, column order) | pdfplumber
+    tesseract_cmd: str = "tesseract"  # the tesseract program (another build, a wrapper)
     ocr_timeout: float = 300.0  # seconds per page for one tesseract call
     ocr_dpi: int = 300  # rendering resolution for textless PDF pages
     max_upload_bytes: int = 200 * 1024 * 1024
@@ -77,6 +80,7 @@ class Settings:
             "compute_backend": ("local", "batch"),
             "notifier": ("file", "sns"),
             "entities_backend": ("local", "comprehendmedical"),
+            "text_engine": ("pdfium", "pdfplumber"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

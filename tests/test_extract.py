@@ -6,12 +6,11 @@ carries a file name.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pdfplumber
@@ -100,16 +99,11 @@ def test_digital_pdf_uses_text_layer_and_never_tesseract(tmp_path, settings, tes
     assert result.pages[0].width == 612.0 and result.pages[0].dpi is None
 
 
-@dataclasses.dataclass(frozen=True)
-class PlumberSettings(Settings):
-    text_engine: str = "pdfplumber"
-
-
 def test_pdfplumber_engine_gives_the_same_text(tmp_path, settings, tesseract_calls):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     _, out_default = run(tmp_path / "a", "mixed_digital_scanned.pdf", settings)
-    result, out_plumber = run(tmp_path / "b", "mixed_digital_scanned.pdf", PlumberSettings())
+    result, out_plumber = run(tmp_path / "b", "mixed_digital_scanned.pdf", settings.replace(text_engine="pdfplumber"))
     assert [p.source for p in result.pages] == ["text-layer", "ocr"]
     assert read_outputs(out_default)[0] == read_outputs(out_plumber)[0]
     words_default = [w["text"] for w in read_outputs(out_default)[1][0]["words"]]
@@ -117,9 +111,8 @@ def test_pdfplumber_engine_gives_the_same_text(tmp_path, settings, tesseract_cal
     assert words_default == words_plumber
 
 
-def test_digital_pdf_works_without_tesseract_installed(tmp_path, settings, monkeypatch):
-    monkeypatch.setattr(ocr, "TESSERACT_CMD", "/nonexistent/tesseract")
-    result, _ = run(tmp_path, "digital_referral.pdf", settings)
+def test_digital_pdf_works_without_tesseract_installed(tmp_path, settings):
+    result, _ = run(tmp_path, "digital_referral.pdf", settings.replace(tesseract_cmd="/nonexistent/tesseract"))
     assert result.ocr_pages == 0
     assert result.tool_versions["tesseract"] == "missing"
 
@@ -367,11 +360,6 @@ def test_bad_language_setting_is_a_config_error(settings):
 # Pages in parallel (opt-in: ``ocr_page_workers``; the runner reads it when Settings has it)
 # ---------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class ParallelSettings(Settings):
-    ocr_page_workers: int = 2
-
-
 def test_parallel_pages_give_the_same_outputs_in_page_order(tmp_path, settings):
     import pypdfium2 as pdfium
 
@@ -385,7 +373,7 @@ def test_parallel_pages_give_the_same_outputs_in_page_order(tmp_path, settings):
     for d in (doc, scanned, digital):
         d.close()
     outs = []
-    for name, st in (("serial", settings), ("parallel", ParallelSettings())):
+    for name, st in (("serial", settings), ("parallel", settings.replace(ocr_page_workers=2))):
         out = tmp_path / name
         out.mkdir()
         result = extract_text(src, identify(src, st), out, st)
