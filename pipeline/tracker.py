@@ -17,7 +17,7 @@ from pipeline import repository
 from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, parse_job_state_change
 from pipeline.errors import ExitCode
 from pipeline.jobdefs import GRAPH
-from pipeline.models import Document, Job
+from pipeline.models import FINAL_STATUSES, Document, Job
 from pipeline.notify import Notifier, flush_outbox
 from pipeline.settings import Settings
 from pipeline.store import Store
@@ -71,6 +71,8 @@ class Tracker:
         return self.evaluate(doc)
 
     def evaluate(self, doc: Document) -> str | None:
+        if doc.status in FINAL_STATUSES:
+            return None  # a late or repeated event after the decision: nothing to redo
         jobs = repository.jobs_for(self.settings, doc.id, doc.attempt)
         decision = decide(jobs)
         if decision is None:
