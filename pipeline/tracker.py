@@ -59,14 +59,19 @@ class Tracker:
         if change is None:
             return None
         job = repository.record_job_event(self.settings, change)
-        if job is None:
-            return None  # duplicate event, or a job that is not ours
+        status = self._apply(job, change.status) if job is not None else None
+        if change.status in TERMINAL:
+            # Also on a duplicate: a redelivery after a failed publish must get the notice out.
+            flush_outbox(self.settings, self.notifier)
+        return status
+
+    def _apply(self, job: Job, status: str) -> str | None:
         doc = repository.get_document(self.settings, job.document_id)
         if job.attempt != doc.attempt:
             return None  # a late event of an earlier attempt
-        if change.status in ("STARTING", "RUNNING"):
+        if status in ("STARTING", "RUNNING"):
             repository.claim(self.settings, doc.id, doc.attempt, "QUEUED", "PROCESSING")
-        if change.status not in TERMINAL:
+        if status not in TERMINAL:
             return None
         return self.evaluate(doc)
 
