@@ -9,6 +9,8 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
+from pathlib import Path
 
 from jobs.runner import KINDS, run_job
 from pipeline.errors import ExitCode, MedintakeError
@@ -34,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         # Messages are PHI-free by construction (see pipeline.errors).
         log.error("%s job failed: %s [%s] exit=%d", args.kind, exc.message, type(exc).__name__, exc.exit_code)
         return int(exc.exit_code)
-    except Exception as exc:  # a bug: retryable; the type is logged, the message may hold PHI
-        log.error("%s job crashed: %s", args.kind, type(exc).__name__, exc_info=False)
+    except Exception as exc:  # a bug: retryable. The message may hold PHI: log type and frames only
+        frames = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                            for f in reversed(traceback.extract_tb(exc.__traceback__)))
+        log.error("%s job crashed: %s at %s", args.kind, type(exc).__name__, frames)
         return int(ExitCode.INTERNAL)
 
 
