@@ -42,6 +42,13 @@ def main(ctx: click.Context, data_dir: Path | None, verbose: bool) -> None:
         configure_logging("INFO")
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so running workers (own process groups) are stopped too."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def _expand(paths: tuple[Path, ...]) -> list[tuple[str, Path]]:
     """(as given, file) pairs in the order given; a folder's files sorted by name."""
     out: list[tuple[str, Path]] = []
@@ -65,6 +72,7 @@ def process(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, workers:
     from pipeline import repository
 
     settings = _settings(ctx, workers=workers)
+    _stop_on_sigterm()
     inputs = _expand(paths)
     if not inputs:
         raise click.UsageError("no files found in the given paths")
@@ -156,6 +164,7 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
     from pipeline import repository
 
     settings = _settings(ctx)
+    _stop_on_sigterm()
     runtime = LocalRuntime(settings)
     seen: dict[Path, tuple[int, float]] = {}
     sizes: dict[Path, int] = {}
@@ -184,6 +193,8 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
             if once:
                 return
     except KeyboardInterrupt:
+        pass
+    finally:
         runtime.compute.shutdown()
 
 

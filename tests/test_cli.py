@@ -59,3 +59,37 @@ def test_unknown_setting_value_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDINTAKE_STORE_BACKEND", "ftp")
     result = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path), "process", str(FILES / "empty.pdf")])
     assert result.exit_code != 0 and "store_backend must be one of" in result.output
+
+
+def test_watch_picks_up_files_as_they_arrive(tmp_path):
+    """The long-running mode: a file dropped in later is processed once, with one notice."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    inbox, data = tmp_path / "in", tmp_path / "d"
+    inbox.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDINTAKE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import cli; cli.main()", "--data-dir", str(data), "watch", "--interval", "0.2",
+         str(inbox)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        time.sleep(0.5)
+        shutil.copyfile(FILES / "digital_referral.pdf", inbox / ".part")
+        os.replace(inbox / ".part", inbox / "referral.pdf")  # as an uploader finishing a file
+        notices = data / "notices.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (notices.exists() and notices.read_text().strip()):
+            time.sleep(0.2)
+        time.sleep(1.0)  # a few more scans: the same file must not be processed again
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    lines = notices.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["status"] == "COMPLETED", err
+    assert json.loads(out.splitlines()[0])["status"] == "COMPLETED"
