@@ -77,8 +77,11 @@ class LocalComputeEnvironment:
         settings: Settings,
         listeners: list[Callable[[dict], None]] | None = None,
         grace_seconds: float = 2.0,
+        listener_patience: float = 120.0,
     ) -> None:
         self.settings = settings
+        self.listener_patience = listener_patience  # seconds a failing listener is retried
+        self._failing_since: float | None = None
         self.listeners = list(listeners or [])
         self.grace_seconds = grace_seconds
         self.capacity = settings.effective_workers
@@ -190,8 +193,13 @@ class LocalComputeEnvironment:
                 for listener in self.listeners:
                     listener(event)
             except Exception as exc:  # the tracker failed: keep the event and redeliver it later
+                now = time.monotonic()
+                self._failing_since = self._failing_since or now
+                if now - self._failing_since > self.listener_patience:
+                    raise  # e.g. the database has been down for minutes: stop, tell the operator
                 log.warning("event listener failed (%s); will redeliver", type(exc).__name__)
                 return
+            self._failing_since = None
             self._outbox.popleft()
 
     def _set(self, job: _Job, status: str, reason: str | None = None) -> None:

@@ -73,3 +73,17 @@ def test_database_down_is_a_retryable_error(tmp_path):
             s.execute(text("SELECT 1"))
     assert err.value.exit_code == ExitCode.TRANSIENT
     assert "nobody" not in str(err.value)
+
+
+def test_a_listener_that_keeps_failing_stops_the_run(settings):
+    runtime = LocalRuntime(settings)
+    runtime.compute.listener_patience = 0.5
+
+    def down(event):
+        raise TransientError("database unavailable")
+
+    runtime.compute.listeners[0] = down
+    doc_id = runtime.submit(FILES / "digital_referral.pdf").document_id
+    with pytest.raises(TransientError):
+        runtime.run_until_final([doc_id], max_seconds=120)
+    assert not runtime.compute.running_pids()  # workers were stopped, not orphaned
