@@ -86,4 +86,5 @@ def test_a_listener_that_keeps_failing_stops_the_run(settings):
     doc_id = runtime.submit(FILES / "digital_referral.pdf").document_id
     with pytest.raises(TransientError):
         runtime.run_until_final([doc_id], max_seconds=120)
-    assert not runtime.compute.running_pids()  # workers were stopped, not orphaned
+    procs = [j.proc for j in runtime.compute.jobs.values() if j.proc is not None]
+    assert all(p.poll() is not None for p in procs)  # workers were stopped, not orphaned
