@@ -42,6 +42,12 @@ def main(ctx: click.Context, data_dir: Path | None, verbose: bool) -> None:
         configure_logging("INFO")
 
 
+def _fail(exc: MedintakeError) -> None:
+    """Our errors end the command with their own exit code and fix-it sentence, no traceback."""
+    click.echo(f"error: {exc.message}. {exc.fix}".rstrip(), err=True)
+    sys.exit(int(exc.exit_code))
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so running workers (own process groups) are stopped too."""
     import signal
@@ -77,14 +83,13 @@ def process(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, workers:
     if not inputs:
         raise click.UsageError("no files found in the given paths")
     try:
-        runtime = LocalRuntime(settings)
-        submitted = [runtime.submit(path, display) for display, path in inputs]
-        ids = [s.document_id for s in submitted]
-        _run_with_progress(runtime, ids, show=sys.stdout.isatty() and not as_json)
+        with LocalRuntime(settings) as runtime:
+            submitted = [runtime.submit(path, display) for display, path in inputs]
+            ids = [s.document_id for s in submitted]
+            _run_with_progress(runtime, ids, show=sys.stdout.isatty() and not as_json)
         docs = repository.find_documents(settings, set(ids))
     except MedintakeError as exc:
-        click.echo(f"error: {exc.message}. {exc.fix}".rstrip(), err=True)
-        sys.exit(int(exc.exit_code))
+        _fail(exc)
     rows = []
     for s in submitted:
         doc = docs[s.document_id]
@@ -165,7 +170,10 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
 
     settings = _settings(ctx)
     _stop_on_sigterm()
-    runtime = LocalRuntime(settings)
+    try:
+        runtime = LocalRuntime(settings)
+    except MedintakeError as exc:
+        _fail(exc)
     seen: dict[Path, tuple[int, float]] = {}
     sizes: dict[Path, int] = {}
     pending: dict[str, str] = {}
@@ -195,7 +203,7 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
     except KeyboardInterrupt:
         pass
     finally:
-        runtime.compute.shutdown()
+        runtime.close()
 
 
 @main.command()
@@ -207,12 +215,13 @@ def reprocess(ctx: click.Context, document_ids: tuple[str, ...]) -> None:
     from pipeline import repository
 
     settings = _settings(ctx)
-    runtime = LocalRuntime(settings)
+    _stop_on_sigterm()
     try:
-        started = [d for d in document_ids if runtime.reprocess(d)]
+        with LocalRuntime(settings) as runtime:
+            started = [d for d in document_ids if runtime.reprocess(d)]
+            runtime.run_until_final(started)
     except MedintakeError as exc:
-        raise click.ClickException(exc.message) from None
-    runtime.run_until_final(started)
+        _fail(exc)
     for doc_id in document_ids:
         doc = repository.get_document(settings, doc_id)
         click.echo(json.dumps({"document_id": doc_id, "attempt": doc.attempt, "status": doc.status,

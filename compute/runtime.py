@@ -41,15 +41,49 @@ def upload_key(settings: Settings, path: Path) -> str:
     return f"{settings.uploads_prefix}{h.hexdigest()[:16]}/{path.name}"
 
 
+def _lock_data_dir(settings: Settings):
+    import fcntl
+
+    from pipeline.errors import ConfigError
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fh = (settings.data_dir / ".lock").open("a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ConfigError(
+            "another medintake process is running on this data folder",
+            fix="Wait for it to finish (or stop it), or give this one its own --data-dir.",
+        ) from None
+    return fh
+
+
 class LocalRuntime:
+    """One per data folder at a time (a lock file says so): local jobs live in this process, so a
+    document left mid-flight in the database can only belong to a process that is gone."""
+
     def __init__(self, settings: Settings, listeners=None) -> None:
         self.settings = settings
+        self._lock = _lock_data_dir(settings)
         database.upgrade(settings)
         self.store = open_store(settings)
         self.notifier = open_notifier(settings)
         self.tracker = Tracker(settings, self.store, self.notifier)
         self.compute = LocalComputeEnvironment(settings, listeners=[self.tracker.handle, *(listeners or [])])
         self.dispatcher = Dispatcher(settings, self.compute, self.store, self.notifier)
+
+    def close(self) -> None:
+        self.compute.shutdown()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def __enter__(self) -> "LocalRuntime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def upload(self, path: Path) -> UploadRef:
         key = upload_key(self.settings, path)

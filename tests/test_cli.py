@@ -93,3 +93,22 @@ def test_watch_picks_up_files_as_they_arrive(tmp_path):
     lines = notices.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["status"] == "COMPLETED", err
     assert json.loads(out.splitlines()[0])["status"] == "COMPLETED"
+
+
+def test_one_local_runtime_per_data_folder(tmp_path):
+    from compute.runtime import LocalRuntime
+    from pipeline.errors import ConfigError, ExitCode
+    from pipeline.settings import Settings
+
+    settings = Settings.load(data_dir=tmp_path / "d")
+    with LocalRuntime(settings):
+        try:
+            LocalRuntime(settings)
+            raise AssertionError("a second runtime on the same data folder must be refused")
+        except ConfigError as exc:
+            assert "another medintake process" in exc.message
+        result = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path / "d"), "process",
+                                               str(FILES / "empty.pdf")])
+        assert result.exit_code == ExitCode.CONFIG and "another medintake process" in result.output
+    with LocalRuntime(settings):  # released on close
+        pass
