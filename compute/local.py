@@ -33,6 +33,7 @@ from typing import Any, Callable
 from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, job_state_change_event
 from pipeline.compute_api import JobSubmission
 from pipeline.jobdefs import evaluate_on_exit
+from compute.warm import WarmProcess, jobs_argv
 from pipeline.settings import Settings
 
 log = logging.getLogger("medintake.compute.local")
@@ -54,7 +55,7 @@ class _Job:
     created_at: int = field(default_factory=_ms)
     started_at: int | None = None
     stopped_at: int | None = None
-    proc: subprocess.Popen | None = None
+    proc: Any = None  # subprocess.Popen or compute.warm.WarmProcess
     attempt_started: float = 0.0  # monotonic
     term_sent: float | None = None
     timed_out: bool = False
@@ -261,11 +262,16 @@ class LocalComputeEnvironment:
         env["TMPDIR"] = str(job.scratch)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         job.log_path = self.log_dir / f"{job.sub.kind}-{job.job_id}-{attempt_no}.log"
-        with job.log_path.open("wb") as log_fh:
-            job.proc = subprocess.Popen(
-                cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=str(self.settings.data_dir.resolve()),
-            )
+        cwd = str(self.settings.data_dir.resolve())
+        argv = jobs_argv(cmd) if self.settings.worker_start == "fork" else None
+        if argv is not None:
+            job.proc = WarmProcess(argv, env, job.log_path, cwd)
+        else:
+            with job.log_path.open("wb") as log_fh:
+                job.proc = subprocess.Popen(
+                    cmd, env=env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
+                    start_new_session=True, cwd=cwd,
+                )
         job.attempt_started = time.monotonic()
         job.term_sent = None
         job.timed_out = False
@@ -323,8 +329,11 @@ class LocalComputeEnvironment:
             self._set(job, "FAILED", EXITED)
 
 
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+def _kill_group(proc: Any, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
-        pass
+        try:  # a forked attempt that has not called setsid() yet has no group of its own
+            os.kill(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

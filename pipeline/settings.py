@@ -43,6 +43,7 @@ class Settings:
     job_queue: str = "medintake"
     worker_image: str = "medintake-worker:latest"  # Batch: the image job definitions run
     workers: int = 0  # local compute: worker processes; 0 = number of CPUs
+    worker_start: str = "fork"  # local compute: fork attempts from a warm server | exec a new python
     notifier: str = "file"  # file | sns
     notices_path: Path | None = None  # default <data_dir>/notices.jsonl
     sns_topic_arn: str = ""
@@ -81,6 +82,7 @@ class Settings:
             "notifier": ("file", "sns"),
             "entities_backend": ("local", "comprehendmedical"),
             "text_engine": ("pdfium", "pdfplumber"),
+            "worker_start": ("fork", "exec"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

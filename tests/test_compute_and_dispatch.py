@@ -135,14 +135,16 @@ def test_job_states_follow_batch(settings):
     assert by_job["entities"] == ["SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED"]
 
 
-def test_killed_worker_is_retried_per_its_job_definition(settings):
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_killed_worker_is_retried_per_its_job_definition(settings, start):
+    settings = settings.replace(worker_start=start)
     killed: list[int] = []
 
     def kill_first_extract(event):
         d = event["detail"]
         if d["jobName"].startswith("medintake-extract-") and d["status"] == "RUNNING" and not d["attempts"]:
             pid = runtime.compute.running_pids()[d["jobId"]]
-            os.killpg(pid, signal.SIGKILL)  # the container is killed (OOM killer, Spot, operator)
+            os.kill(pid, signal.SIGKILL)  # the container is killed (OOM killer, Spot, operator)
             killed.append(pid)
 
     runtime = LocalRuntime(settings, listeners=[kill_first_extract])
@@ -158,11 +160,13 @@ def test_killed_worker_is_retried_per_its_job_definition(settings):
     assert len(read_notices(settings)) == 1
 
 
-def test_job_past_its_timeout_ends_failed_without_retry(settings, tmp_path):
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_job_past_its_timeout_ends_failed_without_retry(settings, tmp_path, start):
+    settings = settings.replace(worker_start=start)
     defs = tmp_path / "job_definitions"
     shutil.copytree(REPO / "job_definitions", defs)
     raw = json.loads((defs / "extract.json").read_text())
-    raw["timeout"]["attemptDurationSeconds"] = 0.3  # locally any value; Batch's floor is 60 s
+    raw["timeout"]["attemptDurationSeconds"] = 0.1  # locally any value; Batch's floor is 60 s
     (defs / "extract.json").write_text(json.dumps(raw))
     runtime = LocalRuntime(settings.replace(job_definitions_dir=defs))
     runtime.compute.grace_seconds = 0.5
@@ -176,7 +180,9 @@ def test_job_past_its_timeout_ends_failed_without_retry(settings, tmp_path):
     assert [n["status"] for n in read_notices(settings)] == ["FAILED"]
 
 
-def test_rejected_input_is_never_retried(settings):
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_rejected_input_is_never_retried(settings, start):
+    settings = settings.replace(worker_start=start)
     runtime = LocalRuntime(settings)
     doc_id = process(runtime, FILES / "encrypted.pdf")
     jobs = jobs_by_kind(settings, doc_id)
