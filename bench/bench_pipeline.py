@@ -62,12 +62,21 @@ DEFAULT_PDFS = [
 
 # Runs CMD (JSON argv[1]) with inherited stdio and writes wall seconds, the user+system CPU and the
 # max RSS of its process tree (getrusage of the reaped children) as JSON to argv[2].
+# The wrapper is a child subreaper (Linux prctl), so descendants orphaned by the command (e.g. a
+# multiprocessing forkserver that outlives the CLI for a moment) are reparented to it and reaped
+# here: their CPU is counted too.
 _WRAPPER = r"""
-import json, resource, subprocess, sys, time
+import ctypes, json, os, resource, subprocess, sys, time
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 cmd = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 rc = subprocess.call(cmd)
 wall = time.perf_counter() - t0
+while True:  # reap every orphaned descendant, so its usage lands in RUSAGE_CHILDREN
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[2], "w") as fh:
     json.dump({"rc": rc, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, fh)
