@@ -66,10 +66,9 @@ def run_extract(ctx: JobContext) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     src = ctx.fetch_original()
-    digest = _sha256(src)
-    kind, page_count = ctx.identify(src)
-    repository.update_document(ctx.settings, ctx.document_id, sha256=digest, file_format=kind.format,
-                               page_count=page_count, size=src.stat().st_size)
+    # Recorded before identification, so a rejected upload's manifest still names its exact bytes.
+    repository.update_document(ctx.settings, ctx.document_id, sha256=_sha256(src), size=src.stat().st_size)
+    kind, _ = ctx.identify(src)
     out = ctx.work / "out"
     out.mkdir()
     result = extract_text(src, kind, out, ctx.settings)
@@ -88,7 +87,7 @@ def run_extract(ctx: JobContext) -> dict[str, Any]:
               rotation=p.rotation, dpi=p.dpi, chars=p.chars, words=p.words, mean_confidence=p.mean_confidence)
          for p in result.pages],
     )
-    repository.update_document(ctx.settings, ctx.document_id, language=result.language,
+    repository.update_document(ctx.settings, ctx.document_id, file_format=kind.format, language=result.language,
                                page_count=len(result.pages))
     return {
         "outputs": outputs,

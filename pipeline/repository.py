@@ -81,15 +81,6 @@ def start_new_attempt(settings: Settings, doc_id: str, force: bool = False) -> i
         return doc.attempt
 
 
-def reject_document(settings: Settings, doc_id: str, reason_code: str, message: str) -> None:
-    with transaction(settings) as s:
-        s.execute(
-            update(Document)
-            .where(Document.id == doc_id)
-            .values(reason_code=reason_code, reason_message=message[:512], updated_at=utcnow())
-        )
-
-
 def jobs_for(settings: Settings, doc_id: str, attempt: int) -> list[Job]:
     with transaction(settings) as s:
         return list(

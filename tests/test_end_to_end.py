@@ -78,10 +78,10 @@ def test_final_state_and_reason(processed, fixture):
     assert Path(outputs["manifest"]).is_file()
     manifest = json.loads(Path(outputs["manifest"]).read_text())
     assert manifest["status"] == status and manifest["reason_code"] == reason
+    assert manifest["source"]["sha256"] == processed["before"][name]  # rejected ones too
     if status == "COMPLETED":
         for key in ("text", "pages", "entities", "renditions/thumbnail", "renditions/preview", "renditions/png"):
             assert Path(outputs[key]).is_file(), key
-        assert manifest["source"]["sha256"] == processed["before"][name]
 
 
 def test_exactly_one_notice_per_document_without_phi(processed):
