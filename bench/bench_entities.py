@@ -8,7 +8,7 @@ Reports precision / recall / F1, exact-span and overlap match, for
   * medExtractR tuning notes (target drug tacrolimus/Prograf only; partial gold): drug mentions and
     their attributes (Strength/DoseStrength/DoseAmt/Dose/Route/Frequency/IntakeTime);
 and throughput in characters per second. Systems compared:
-  * local      - pipeline.entities_local as shipped;
+  * local      - jobs.entities.local as shipped;
   * local-lex  - the same without suffix rules and abbreviation propagation (ablation);
   * dict-train - baseline: every mention of the corpus's own TRAINING split, longest match,
                  case-insensitive, tagged with its most frequent type (the classic memorisation baseline);

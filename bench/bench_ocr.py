@@ -1,6 +1,6 @@
 """OCR and text-layer benchmark for the extract stage (SPEC 5.1 and 6).
 
-Accuracy and speed of ``pipeline.extract.extract_text`` against the plain ``tesseract IMG stdout``
+Accuracy and speed of ``jobs.extract.text.extract_text`` against the plain ``tesseract IMG stdout``
 command (and OCRmyPDF when it is installed) on the same files in the same run, plus a text-layer
 comparison of pdfplumber and pypdfium2. Corpus files are read in place, never copied.
 
@@ -111,8 +111,8 @@ def timed(fn: Callable[[], tuple[str, int]]) -> Run:
 
 
 def run_ours(path: Path) -> tuple[str, int]:
-    from pipeline.detect import identify, validate
-    from pipeline.extract import extract_text
+    from jobs.extract.text import extract_text
+    from jobs.identify import identify, validate
     from pipeline.settings import Settings
 
     settings = Settings()
@@ -227,7 +227,7 @@ def text_pdfplumber(path: Path, max_pages: int) -> tuple[list[str], int]:
     """What our stage does per page: pdfplumber lines (reading order) and words with boxes."""
     import pdfplumber
 
-    from pipeline.pdf import read_text_layer
+    from jobs.extract.pdf import read_text_layer
 
     texts = []
     with pdfplumber.open(str(path)) as pdf:
@@ -241,7 +241,7 @@ def text_pypdfium2(path: Path, max_pages: int) -> tuple[list[str], int]:
     """What our stage does by default: pdfium characters with boxes, lines and words."""
     import pypdfium2 as pdfium
 
-    from pipeline.pdf import read_text_layer_pdfium
+    from jobs.extract.pdf import read_text_layer_pdfium
 
     texts = []
     pdf = pdfium.PdfDocument(str(path))

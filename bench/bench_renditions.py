@@ -2,7 +2,7 @@
 
 Compares, in the same run and on the same files:
 
-* ``medintake`` - ``pipeline.renditions.make_renditions`` (one decode, cascade of downscales);
+* ``medintake`` - ``jobs.convert.renditions.make_renditions`` (one decode, cascade of downscales);
 * ``naive``     - what users usually write: per rendition ``Image.open`` + ``exif_transpose`` +
   ``thumbnail`` + ``save`` (exif_transpose loads the image, so JPEG ``draft`` never kicks in);
 * ``draft``     - a variant of ours that decodes a second time with ``Image.draft`` (JPEG DCT
@@ -52,8 +52,8 @@ if str(REPO) not in sys.path:
 
 
 def run_medintake(src: Path, out: Path) -> None:
-    from pipeline.detect import identify
-    from pipeline.renditions import make_renditions
+    from jobs.convert.renditions import make_renditions
+    from jobs.identify import identify
     from pipeline.settings import Settings
 
     settings = Settings()
@@ -64,7 +64,7 @@ def run_naive(src: Path, out: Path) -> None:
     """Open, orient, (thumbnail), save - once per rendition, as most code does it."""
     from PIL import Image, ImageOps
 
-    from pipeline.renditions import RENDITIONS
+    from jobs.convert.renditions import RENDITIONS
 
     target = out / "renditions"
     target.mkdir(parents=True, exist_ok=True)
@@ -80,8 +80,8 @@ def run_naive(src: Path, out: Path) -> None:
 
 def run_draft(src: Path, out: Path) -> None:
     """Ours, but the downscaled renditions come from a second, DCT-scaled (draft) JPEG decode."""
-    from pipeline import renditions as r
-    from pipeline.detect import identify, open_image
+    from jobs.convert import renditions as r
+    from jobs.identify import identify, open_image
     from pipeline.settings import Settings
 
     settings = Settings()

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from compute.warm import WarmProcess, python_module_command
 from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, job_state_change_event
 from pipeline.compute_api import JobSubmission
 from pipeline.jobdefs import evaluate_on_exit
-from compute.warm import WarmProcess, jobs_argv
 from pipeline.settings import Settings
 
 log = logging.getLogger("medintake.compute.local")
@@ -263,9 +263,9 @@ class LocalComputeEnvironment:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         job.log_path = self.log_dir / f"{job.sub.kind}-{job.job_id}-{attempt_no}.log"
         cwd = str(self.settings.data_dir.resolve())
-        argv = jobs_argv(cmd) if self.settings.worker_start == "fork" else None
-        if argv is not None:
-            job.proc = WarmProcess(argv, env, job.log_path, cwd)
+        warm = python_module_command(cmd) if self.settings.worker_start == "fork" else None
+        if warm is not None:
+            job.proc = WarmProcess(warm[0], warm[1], env, job.log_path, cwd)
         else:
             with job.log_path.open("wb") as log_fh:
                 job.proc = subprocess.Popen(

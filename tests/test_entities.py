@@ -15,8 +15,13 @@ import pytest
 from botocore.stub import Stubber
 from botocore.validate import ParamValidator
 
-from pipeline import comprehend
-from pipeline.entities import ATTRIBUTE_KEYS, ENTITY_KEYS, RESPONSE_KEYS, detect_entities
+from jobs.entities import comprehend
+from jobs.entities.detect import (
+    ATTRIBUTE_KEYS,
+    ENTITY_KEYS,
+    RESPONSE_KEYS,
+    detect_entities,
+)
 from pipeline.errors import ConfigError, TransientError
 from pipeline.settings import Settings
 

@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
-from pipeline import renditions
-from pipeline.detect import identify, validate
+from jobs.convert import renditions
+from jobs.convert.renditions import RenditionResult, make_renditions
+from jobs.identify import identify, validate
 from pipeline.errors import CorruptFile, ExitCode
-from pipeline.renditions import make_renditions
-from pipeline.results import RenditionResult
 from pipeline.settings import Settings
 
 MARKER = "PATIENT-JANE-DOE"

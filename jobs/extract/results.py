@@ -1,23 +1,13 @@
-"""Result records the worker stages return to the job runner.
+"""What the extract stage returns to its job: the pages it wrote and how.
 
-Stages (extract, entities, renditions) read a local file and write local files into an output
-folder; the job runner alone talks to the store and the database. These records are what the
-runner copies into the database and the manifest. Light module: no heavy imports.
+The stage reads a local file and writes local files into an output folder; the job alone talks to
+the store and the database, copying these records into the page rows and the manifest. Light
+module: no heavy imports.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-
-@dataclass(frozen=True)
-class FileKind:
-    """What an upload really is, from its bytes (never from its name)."""
-
-    kind: str  # "pdf" | "image"
-    format: str  # PDF, JPEG, PNG, TIFF, WEBP, GIF, BMP, HEIF
-    mime: str
-    extension: str  # canonical, with the dot: ".pdf", ".jpg" ...
 
 
 @dataclass(frozen=True)
@@ -51,16 +41,3 @@ class ExtractResult:
         d = asdict(self)
         d["ocr_pages"] = self.ocr_pages
         return d
-
-
-@dataclass(frozen=True)
-class RenditionResult:
-    """One written rendition: out_dir/renditions/<filename>."""
-
-    name: str  # thumbnail | preview | web | png | archival
-    filename: str
-    format: str  # JPEG | PNG | WEBP | TIFF
-    mime: str
-    width: int
-    height: int
-    bytes: int

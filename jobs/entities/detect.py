@@ -32,11 +32,11 @@ def detect_entities(text: str, settings: Settings) -> dict:
     backend = settings.entities_backend
     started = time.perf_counter()
     if backend == "local":
-        from pipeline.entities_local import extract
+        from jobs.entities.local import extract
 
         result = extract(text)
     elif backend == "comprehendmedical":
-        from pipeline.comprehend import detect_entities_v2
+        from jobs.entities.comprehend import detect_entities_v2
 
         result = detect_entities_v2(text, settings)
     else:

@@ -4,23 +4,37 @@ The file name and the declared content type are never trusted (a file's extensio
 name can hold PHI). ``identify`` reads only magic bytes, so it is cheap; ``validate`` opens the file
 with the engine that will process it and turns every way it can be unreadable into a specific
 ``RejectedInput``. Both the extract and the convert job call these first, so a bad upload gets the
-same reason code whichever job sees it first. Worker-side module: imports Pillow and pypdfium2
-lazily, inside ``validate``.
+same reason code whichever job sees it first; both open their input through :func:`open_image` and
+:func:`open_pdfium`, so a file is refused the same way wherever it is opened. Worker-side module
+shared by the job kinds: imports Pillow and pypdfium2 lazily.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import (
     CorruptFile,
     DecompressionBomb,
     EmptyFile,
+    EncryptedPdf,
     TooLarge,
     UnsupportedType,
 )
-from pipeline.results import FileKind
 from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What an upload really is, from its bytes (never from its name)."""
+
+    kind: str  # "pdf" | "image"
+    format: str  # PDF, JPEG, PNG, TIFF, WEBP, GIF, BMP, HEIF
+    mime: str
+    extension: str  # canonical, with the dot: ".pdf", ".jpg" ...
+
 
 PDF = FileKind("pdf", "PDF", "application/pdf", ".pdf")
 _IMAGES = {
@@ -79,8 +93,6 @@ def validate(path: Path, kind: FileKind, settings: Settings) -> int:
 
 
 def _validate_pdf(path: Path, settings: Settings) -> int:
-    from pipeline.pdf import open_pdfium
-
     pdf = open_pdfium(path)
     try:
         pages = len(pdf)
@@ -91,6 +103,18 @@ def _validate_pdf(path: Path, settings: Settings) -> int:
         return pages
     finally:
         pdf.close()
+
+
+def open_pdfium(path: Path) -> Any:
+    """Open with pdfium; a password or damage becomes the matching RejectedInput."""
+    import pypdfium2 as pdfium
+
+    try:
+        return pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise EncryptedPdf("the PDF is password-protected") from None
+        raise CorruptFile("the PDF cannot be parsed") from None
 
 
 def open_image(path: Path, settings: Settings):

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pypdfium2 as pdfium
 from PIL import Image
 
-from pipeline.errors import CorruptFile, EncryptedPdf
+from pipeline.errors import CorruptFile
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,6 @@ class TextLayerPage:
     width: float
     height: float
     rotation: int
-
-
-# --------------------------------------------------------------------------------------------
-# Opening
-# --------------------------------------------------------------------------------------------
-
-def open_pdfium(path: Path) -> pdfium.PdfDocument:
-    """Open with pdfium; a password or damage becomes the matching RejectedInput."""
-    try:
-        return pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise EncryptedPdf("the PDF is password-protected") from None
-        raise CorruptFile("the PDF cannot be parsed") from None
 
 
 @contextlib.contextmanager

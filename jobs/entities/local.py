@@ -4,7 +4,7 @@ Why local: the embedded default must run with no network, no model download and 
 and some regions cannot send text to Comprehend Medical. The approach is deliberately simple and
 fast: case-insensitive longest match of token sequences against small lexicons (a trie), suffix
 rules for drug stems and disease words, abbreviations defined in the text ("... (SF)") propagated,
-then rule-based medication attributes (pipeline.entities_rules) and NegEx-style context traits.
+then rule-based medication attributes (jobs.entities.rules) and NegEx-style context traits.
 
 Offsets are Python ``str`` indices (code points), which is also what Comprehend Medical returns.
 """
@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from pipeline import entities_rules as rules
+from jobs.entities import rules
 
 MODEL_VERSION = "medintake-local-1.0"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -194,7 +194,7 @@ def _data_lines(name: str) -> Iterable[list[str]]:
 
 @lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
-    """The shipped lexicons (see pipeline/data/README.md), loaded once per process."""
+    """The shipped lexicons (see jobs/entities/data/README.md), loaded once per process."""
     return load_shipped(Lexicon())
 
 

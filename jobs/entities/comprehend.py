@@ -146,8 +146,15 @@ class ComprehendMedical:
         return {"Entities": entities, "UnmappedAttributes": unmapped, "ModelVersion": model_version}
 
     def _call(self, part: str, index: int, total: int) -> dict:
-        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
-                                         HTTPClientError, NoCredentialsError, NoRegionError, ParamValidationError)
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            HTTPClientError,
+            NoCredentialsError,
+            NoRegionError,
+            ParamValidationError,
+        )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         part = _SURROGATE.sub("\ufffd", part)  # same length, so offsets hold; the service needs valid UTF-8
         attempt = 0

@@ -3,7 +3,7 @@
 Why a script: the derived list must be reproducible and provably built from the training split
 only (the benchmark evaluates on the development split). Run from the repo root:
 
-    python pipeline/data/build_lexicons.py [../shared/corpus/ner/ncbi-disease/NCBItrainset_corpus.txt]
+    python jobs/entities/data/build_lexicons.py [../shared/corpus/ner/ncbi-disease/NCBItrainset_corpus.txt]
 
 Filtering keeps the list useful on clinical text: abbreviations are dropped (they are defined per
 abstract, "DM" means myotonic dystrophy there and diabetes in a clinic note), as are very short or
@@ -26,7 +26,7 @@ STOP = {"was", "as", "deficiency", "deficient", "disease", "diseases", "disorder
 HEADER = """\
 # Disease mentions from the NCBI Disease corpus, TRAINING split only (NCBItrainset_corpus.txt).
 # Source: NCBI Disease corpus (Dogan, Leaman & Lu 2014), US Government work, public domain.
-# Rebuilt by pipeline/data/build_lexicons.py; lower-cased, abbreviations and short mentions dropped.
+# Rebuilt by jobs/entities/data/build_lexicons.py; lower-cased, abbreviations and short mentions dropped.
 """
 
 

@@ -2,7 +2,7 @@
 
 The job runner calls :func:`extract_text` after ``detect.identify``/``detect.validate``. Digital
 PDF pages take their text from the text layer and never reach tesseract; pages without a usable
-text layer and every image frame are OCR'd (see :mod:`pipeline.ocr`). Pages are handled one by one
+text layer and every image frame are OCR'd (see :mod:`jobs.extract.ocr`). Pages are handled one by one
 and their results streamed to disk, so memory does not grow with the page count. Outputs are written
 under temporary names and renamed at the end: a failed or repeated run never leaves a mix.
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline import ocr
-from pipeline import pdf as pdfmod
-from pipeline.detect import open_image
+from jobs.extract import ocr, tesseract
+from jobs.extract import pdf as pdfmod
+from jobs.extract.results import ExtractResult, PageResult
+from jobs.identify import FileKind, open_image, open_pdfium
 from pipeline.errors import CorruptFile, MedintakeError
-from pipeline.results import ExtractResult, FileKind, PageResult
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def tool_versions(settings: Settings) -> dict[str, str]:
     import pypdfium2
 
     return {
-        "tesseract": ocr.tesseract_version(settings.tesseract_cmd),
+        "tesseract": tesseract.tesseract_version(settings.tesseract_cmd),
         "pdfium": str(pypdfium2.version.PDFIUM_INFO),
         "pypdfium2": str(pypdfium2.version.PYPDFIUM_INFO),
         "pdfplumber": str(pdfplumber.__version__),
@@ -197,7 +197,7 @@ def ocr_page(job: OcrJob) -> OcrOutcome:
     settings = job.settings
     if job.kind == "pdf":
         t0 = time.perf_counter()
-        doc = pdfmod.open_pdfium(Path(job.src))
+        doc = open_pdfium(Path(job.src))
         try:
             size_pt = pdfmod.page_size_points(doc, job.index)
             dpi = pdfmod.safe_dpi(size_pt, settings.ocr_dpi, settings.max_image_pixels)
@@ -298,7 +298,7 @@ DEFAULT_TEXT_ENGINE = "pdfium"
 
 
 def _extract_pdf(src: Path, settings: Settings, out: _Outputs) -> None:
-    doc = pdfmod.open_pdfium(src)
+    doc = open_pdfium(src)
     try:
         count = len(doc)
         if count == 0:
@@ -457,7 +457,7 @@ def _ocr_outcome(page_no: int, page: ocr.OcrPage, page_size_pt: tuple[float, flo
         "lines": rec.lines,
         "words": rec.words,
     }
-    # PageResult speaks points for PDF pages and pixels for images (see pipeline.results).
+    # PageResult speaks points for PDF pages and pixels for images (see jobs.extract.results).
     width, height = (page_size_pt if from_pdf else (page.width, page.height))
     result = PageResult(page_no=page_no, source=source, width=width, height=height,
                         rotation=page.rotation, dpi=page.dpi, chars=len(rec.text), words=len(rec.words),
