@@ -30,8 +30,15 @@ def test_image_runs_the_job_definitions_commands_as_non_root():
     assert "USER 10001" in dockerfile and "COPY jobs ./jobs" in dockerfile
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_both_readme_commands_in_a_bare_environment():
+    """CI runs what a newcomer types (both sh blocks of the README), from HOME and the system PATH."""
+    import re
+
     readme = (REPO / "README.md").read_text()
     run = (REPO / ".ci" / "run").read_text()
-    command = "bash .ci/setup --test && .venv/bin/python -m pytest"
-    assert command in readme and command in run
+    commands = [block.strip() for block in re.findall(r"```sh\n(.*?)```", readme, re.S)]
+    assert "bash .ci/setup --test && .venv/bin/python -m pytest" in commands
+    assert any(c.startswith("bash .ci/setup && .venv/bin/medintake process ") for c in commands)
+    for command in commands:
+        assert command in run
+    assert "exec env -i HOME=\"$HOME\" PATH=/usr/sbin:/usr/bin:/sbin:/bin" in run
