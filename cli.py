@@ -20,26 +20,69 @@ from pipeline.settings import Settings
 EXIT_SOME_NOT_COMPLETED = 1
 
 
+_GLOBALS_KEY = "medintake.global_options"
+
+
+def _global_options() -> list[click.Option]:
+    """The options every command takes, before or after its name; the one place to add one.
+
+    Each command gets its own Option objects (made here), all feeding one record in the root
+    context: a value typed after the subcommand overrides one typed before it, and a default
+    never overrides a value the user gave.
+    """
+    return [
+        click.Option(["--data-dir"], type=click.Path(file_okay=False, path_type=Path), default=None,
+                     expose_value=False, callback=_remember,
+                     help="Data folder (database, bucket folder, notices). "
+                          "Default: $MEDINTAKE_DATA_DIR or ./.medintake"),
+        click.Option(["-v", "--verbose"], is_flag=True, default=False, expose_value=False, callback=_remember,
+                     help="Log progress (ids and codes only) to stderr."),
+    ]
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """Record a global option the user gave where every command can read it.
+
+    The defaults are all empty (None, False, ()), so an empty value is one the user did not give
+    (click records a value's source only after this callback has run).
+    """
+    if value is None or value is False or value == ():
+        return value
+    ctx.find_root().meta.setdefault(_GLOBALS_KEY, {})[param.name] = value
+    if param.name == "verbose" and value:
+        from pipeline.logs import configure_logging
+
+        configure_logging("INFO")
+    return value
+
+
+def _global(ctx: click.Context, name: str) -> object:
+    return ctx.find_root().meta.get(_GLOBALS_KEY, {}).get(name)
+
+
+class _Group(click.Group):
+    """A group whose commands and subgroups (at any depth) all take the global options."""
+
+    group_class = type  # subgroups made with @group.group() are of this class too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.extend(_global_options())
+        super().add_command(cmd, name)
+
+
 def _settings(ctx: click.Context, **overrides) -> Settings:
     try:
-        return Settings.load(data_dir=ctx.obj.get("data_dir"), **overrides)
+        return Settings.load(data_dir=_global(ctx, "data_dir"), **overrides)
     except ConfigError as exc:
         raise click.ClickException(f"{exc.message}. {exc.fix}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Data folder (database, bucket folder, notices). Default: $MEDINTAKE_DATA_DIR or ./.medintake")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress (ids and codes only) to stderr.")
-@click.pass_context
-def main(ctx: click.Context, data_dir: Path | None, verbose: bool) -> None:
-    """medintake: searchable text, medical entities and renditions from medical uploads."""
-    ctx.ensure_object(dict)
-    ctx.obj["data_dir"] = data_dir
-    if verbose:
-        from pipeline.logs import configure_logging
+@click.group(cls=_Group, params=_global_options(), context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """medintake: searchable text, medical entities and renditions from medical uploads.
 
-        configure_logging("INFO")
+    Global options (--data-dir, -v) go before or after the command name.
+    """
 
 
 def _fail(exc: MedintakeError) -> None:
@@ -165,8 +208,8 @@ def _print_table(settings: Settings, rows: list[dict], docs: dict) -> None:
 def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> None:
     """Process files as they appear in DIRECTORY (a file is taken once its size is stable)."""
     from compute.runtime import LocalRuntime
-    from pipeline.models import FINAL_STATUSES
     from pipeline import repository
+    from pipeline.models import FINAL_STATUSES
 
     settings = _settings(ctx)
     _stop_on_sigterm()
@@ -240,7 +283,7 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Create or migrate the schema to REVISION."""
     from pipeline import database
 
-    settings = _settings(ctx.parent)
+    settings = _settings(ctx)
     database.upgrade(settings, revision)
     click.echo(f"database at revision {database.current_revision(settings)}")
 

@@ -5,9 +5,9 @@ import json
 import shutil
 
 from click.testing import CliRunner
+from conftest import FILES
 
 import cli
-from conftest import FILES
 
 
 def invoke(*args):
@@ -112,3 +112,68 @@ def test_one_local_runtime_per_data_folder(tmp_path):
         assert result.exit_code == ExitCode.CONFIG and "another medintake process" in result.output
     with LocalRuntime(settings):  # released on close
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Global options: before or after the command name, one definition
+# ---------------------------------------------------------------------------------------------
+
+def _all_commands(group, path=()):
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if hasattr(command, "commands"):
+            yield from _all_commands(command, (*path, name))
+
+
+def test_data_dir_after_the_subcommand(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a default data folder would land here
+    data = tmp_path / "after"
+    result = invoke("process", "--json", "--data-dir", str(data), str(FILES / "digital_referral.pdf"))
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert row["status"] == "COMPLETED"
+    assert (data / "medintake.db").is_file() and (data / "notices.jsonl").is_file()
+    assert not (tmp_path / ".medintake").exists()
+    assert row["outputs"]["text"].startswith(str(data))
+
+
+def test_after_the_subcommand_wins_over_before(tmp_path):
+    before, after = tmp_path / "before", tmp_path / "after"
+    result = invoke("--data-dir", str(before), "db", "upgrade", "--data-dir", str(after))
+    assert result.exit_code == 0, result.output
+    assert (after / "medintake.db").is_file() and not (before / "medintake.db").exists()
+    # ...and a global option left out after the name keeps the value given before it
+    result = invoke("--data-dir", str(before), "db", "upgrade")
+    assert result.exit_code == 0 and (before / "medintake.db").is_file()
+    # ...and between a group and its subcommand
+    between = tmp_path / "between"
+    result = invoke("db", "--data-dir", str(between), "upgrade")
+    assert result.exit_code == 0 and (between / "medintake.db").is_file()
+
+
+def test_every_command_takes_every_global_option():
+    """A command added later without the global options fails here."""
+    wanted = {opt for o in cli._global_options() for opt in o.opts}
+    commands = list(_all_commands(cli.main))
+    assert {"process", "watch", "reprocess", "db", "db upgrade"} <= {" ".join(p) for p, _ in commands}
+    for path, command in [((), cli.main), *commands]:
+        have = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        assert wanted <= have, f"'medintake {' '.join(path)}' lacks {sorted(wanted - have)}"
+        assert "--data-dir" in CliRunner().invoke(cli.main, [*path, "--help"]).output
+
+
+def test_verbose_after_the_subcommand_logs_ids_never_names(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    src = tmp_path / "Jane Doe referral.pdf"
+    shutil.copyfile(FILES / "digital_referral.pdf", src)
+    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "process", str(src), "-v",
+                           "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert any(line["level"] == "INFO" for line in info)
+    assert "Jane" not in proc.stderr
