@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import entities_local as local  # noqa: E402
+from jobs.entities import local  # noqa: E402
 
 DEFAULT_CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpus"))
 TYPE_OF = {"MEDICATION": "Chemical", "MEDICAL_CONDITION": "Disease"}

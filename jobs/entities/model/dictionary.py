@@ -1,0 +1,114 @@
+"""Dictionary features: which tokens sit inside a known drug name, condition name or test/procedure.
+
+Why dictionaries in a trained model: the training abstracts hold a few thousand distinct names;
+the dictionaries hold 100,000 drug names and 11,000 condition names, so a name never seen in
+training still lights a feature the model learnt to trust. Sources (data/README.md): the
+drug-named-entity-recognition and simple-icd-10-cm packages (frozen copies in data/), plus the
+hand-written lists for what they lack (brand names common in notes, symptoms and signs, tests).
+The NCBI-derived term list is NOT used here: it comes from the training split, where such a
+feature would be right every time and the model would learn to trust it too much.
+"""
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from jobs.entities.model.tokenize import tokens
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+HYPHENS = frozenset("-\u2010\u2011\u2012\u2013")
+_PREFIX, _FULL = 1, 2
+
+
+def key(token: str) -> str:
+    """Lower case, plural "s" stripped ("Tumors" -> "tumor"); the same for dictionary and text."""
+    t = token.lower()
+    if len(t) > 4 and t[-1] == "s" and not t.endswith(("ss", "us", "is")):
+        return t[:-1]
+    return t
+
+
+class Dictionary:
+    """Names as token-key strings, with every proper prefix marked so a lookup knows when to stop."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.entries: dict[str, int] = {}
+        for name in names:
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        keys = [key(t.text) for t in tokens(name) if t.text not in HYPHENS]
+        if not keys or (len(keys) == 1 and len(keys[0]) < 3):
+            return
+        for k in range(1, len(keys)):
+            p = " ".join(keys[:k])
+            self.entries[p] = self.entries.get(p, 0) | _PREFIX
+        full = " ".join(keys)
+        self.entries[full] = self.entries.get(full, 0) | _FULL
+
+    def __contains__(self, name: str) -> bool:
+        return bool(self.entries.get(" ".join(key(t.text) for t in tokens(name) if t.text not in HYPHENS), 0) & _FULL)
+
+    def spans(self, keys: list[str]) -> list[tuple[int, int]]:
+        """Greedy longest matches over token keys (hyphen tokens given as ""): [(first, last+1)]."""
+        idx = [i for i, k in enumerate(keys) if k]
+        out: list[tuple[int, int]] = []
+        n = len(idx)
+        a = 0
+        get = self.entries.get
+        while a < n:
+            best = -1
+            cur = keys[idx[a]]
+            b = a
+            while True:
+                flag = get(cur, 0)
+                if flag & _FULL:
+                    best = b
+                if not flag & _PREFIX or b + 1 >= n:
+                    break
+                b += 1
+                cur = cur + " " + keys[idx[b]]
+            if best >= 0:
+                out.append((idx[a], idx[best] + 1))
+                a = best + 1
+            else:
+                a += 1
+        return out
+
+
+def _lines(path: Path) -> Iterable[list[str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip() and not line.startswith("#"):
+                yield line.rstrip("\n").split("\t")
+
+
+@lru_cache(maxsize=1)
+def dictionaries() -> dict[str, Dictionary]:
+    """{"D": drugs, "C": conditions, "P": tests/procedures/anatomy}, loaded once per process."""
+    drugs = Dictionary(p[0] for p in _lines(DATA_DIR / "drug_names.txt.gz"))
+    for p in _lines(DATA_DIR / "drugs.tsv"):
+        drugs.add(p[0])
+        for brand in (p[1].split("|") if len(p) > 1 and p[1] else ()):
+            drugs.add(brand)
+    conds = Dictionary(p[0] for p in _lines(DATA_DIR / "icd10cm_conditions.txt.gz"))
+    for p in _lines(DATA_DIR / "conditions.tsv"):
+        conds.add(p[0])
+    procs = Dictionary(p[0] for p in _lines(DATA_DIR / "procedures.tsv"))
+    return {"D": drugs, "C": conds, "P": procs}
+
+
+def brand_names() -> frozenset[str]:
+    """Lower-cased brand names (drug package flag and drugs.tsv), for the entity Type."""
+    return _brands()
+
+
+@lru_cache(maxsize=1)
+def _brands() -> frozenset[str]:
+    out = {p[0] for p in _lines(DATA_DIR / "drug_names.txt.gz") if len(p) > 1 and p[1] == "B"}
+    for p in _lines(DATA_DIR / "drugs.tsv"):
+        out.update(b.lower() for b in (p[1].split("|") if len(p) > 1 and p[1] else ()))
+    return frozenset(out)

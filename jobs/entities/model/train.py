@@ -1,0 +1,154 @@
+"""Train the entities CRF on NCBI-disease train (+ BC5CDR train), tune on a held-out part of TRAIN.
+
+    .venv/bin/python -m jobs.entities.model.train [--corpus ../shared/corpus] [--no-bc5cdr]
+        [--holdout 0.2] [--c1 0.05] [--c2 0.01] [--iterations 150] [--out PATH]
+
+With ``--holdout F`` a fraction F of the training abstracts of each corpus (chosen by a hash of
+the PMID, so the same every run) is kept out of training and scored (strict spans), which is how
+the settings were chosen; the development splits are never read here. ``--holdout 0`` trains on
+everything, which is how the shipped model is built (see model/README.md).
+
+Why a script in the package: the model must be rebuilt from public data by anyone, with the
+same code that tags at run time (features, tokeniser), so the two can never drift.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import pycrfsuite
+
+from jobs.entities.model.features import dict_tags, sequence_features
+from jobs.entities.model.predict import MODEL_PATH, predict
+from jobs.entities.model.tokenize import sentences, tokens
+
+REPO = Path(__file__).resolve().parents[3]
+DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
+Doc = tuple[str, str, set[tuple[int, int, str]]]
+
+
+def read_pubtator(path: Path, collapse: str | None = None) -> list[Doc]:
+    """PubTator abstracts: (pmid, title + " " + abstract, {(begin, end, type)}); duplicate PMIDs dropped."""
+    docs: list[Doc] = []
+    seen: set[str] = set()
+    pmid = title = abstract = ""
+    gold: set[tuple[int, int, str]] = set()
+    with path.open(encoding="utf-8") as fh:
+        for line in list(fh) + ["\n"]:
+            line = line.rstrip("\n")
+            if not line.strip():
+                if pmid and pmid not in seen:
+                    docs.append((pmid, title + " " + abstract, gold))
+                    seen.add(pmid)
+                pmid = title = abstract = ""
+                gold = set()
+            elif "|t|" in line[:20]:
+                pmid, title = line.split("|t|", 1)
+            elif "|a|" in line[:20]:
+                abstract = line.split("|a|", 1)[1]
+            else:
+                parts = line.split("\t")
+                if len(parts) >= 5 and parts[1].isdigit():
+                    gold.add((int(parts[1]), int(parts[2]), collapse or parts[4]))
+    return docs
+
+
+def labelled(text: str, gold: set[tuple[int, int, str]]) -> list[tuple[list[list[str]], list[str]]]:
+    """(features, BIO labels) per sentence; a mention not on token boundaries is left out."""
+    toks = tokens(text)
+    starts = {b: (e, k) for b, e, k in sorted(gold, key=lambda g: (g[0], -g[1]))}
+    labels = ["O"] * len(toks)
+    i = 0
+    while i < len(toks):
+        hit = starts.get(toks[i].begin)
+        if hit:
+            end, kind = hit
+            j = i
+            while j < len(toks) and toks[j].end <= end:
+                j += 1
+            if j > i and toks[j - 1].end == end:
+                labels[i] = "B-" + kind
+                for m in range(i + 1, j):
+                    labels[m] = "I-" + kind
+                i = j
+                continue
+        i += 1
+    dtags = dict_tags(toks)
+    out = []
+    k = 0
+    for seq in sentences(text, toks):
+        out.append((sequence_features(text, seq, dtags[k:k + len(seq)]), labels[k:k + len(seq)]))
+        k += len(seq)
+    return out
+
+
+def held_out(pmid: str, fraction: float) -> bool:
+    return fraction > 0 and int(hashlib.sha256(pmid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def evaluate(docs: list[Doc], model: pycrfsuite.Tagger, kinds: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Strict-span precision, recall, F1 per type and micro over ``kinds``."""
+    counts = {k: [0, 0, 0] for k in kinds}  # tp, pred, gold
+    for _, text, gold in docs:
+        pred = {(m.begin, m.end, m.label) for m in predict(text, model, scores=False)}
+        for k in kinds:
+            p = {x for x in pred if x[2] == k}
+            g = {x for x in gold if x[2] == k}
+            counts[k][0] += len(p & g)
+            counts[k][1] += len(p)
+            counts[k][2] += len(g)
+    counts["micro"] = [sum(c[i] for c in counts.values()) for i in range(3)]
+    out = {}
+    for k, (tp, np_, ng) in counts.items():
+        p, r = tp / np_ if np_ else 0.0, tp / ng if ng else 0.0
+        out[k] = {"P": round(p, 4), "R": round(r, 4), "F1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--no-bc5cdr", action="store_true", help="train on NCBI-disease only (public domain)")
+    ap.add_argument("--holdout", type=float, default=0.0, help="fraction of TRAIN kept out and scored")
+    ap.add_argument("--c1", type=float, default=0.05)
+    ap.add_argument("--c2", type=float, default=0.01)
+    ap.add_argument("--iterations", type=int, default=150)
+    ap.add_argument("--min-freq", type=float, default=1)
+    ap.add_argument("--out", type=Path, default=MODEL_PATH)
+    args = ap.parse_args(argv)
+    ner = args.corpus / "ner"
+    sets = {"ncbi": (read_pubtator(ner / "ncbi-disease" / "NCBItrainset_corpus.txt", "Disease"), ("Disease",))}
+    if not args.no_bc5cdr:
+        sets["bc5cdr"] = (read_pubtator(ner / "bc5cdr" / "CDR_TrainingSet.PubTator.txt"), ("Chemical", "Disease"))
+    trainer = pycrfsuite.Trainer(verbose=False)
+    trainer.set_params({"c1": args.c1, "c2": args.c2, "max_iterations": args.iterations,
+                        "feature.possible_transitions": True, "feature.minfreq": args.min_freq})
+    t0 = time.perf_counter()
+    n_seq = 0
+    holdout: dict[str, list[Doc]] = {}
+    for name, (docs, _) in sets.items():
+        holdout[name] = [d for d in docs if held_out(d[0], args.holdout)]
+        for pmid, text, gold in docs:
+            if not held_out(pmid, args.holdout):
+                for xseq, yseq in labelled(text, gold):
+                    trainer.append(xseq, yseq)
+                    n_seq += 1
+    print(f"{n_seq} sequences, features in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    trainer.train(str(args.out))
+    print(f"trained in {time.perf_counter() - t0:.0f} s -> {args.out} ({args.out.stat().st_size:,} bytes)",
+          file=sys.stderr)
+    if args.holdout > 0:
+        model = pycrfsuite.Tagger()
+        model.open(str(args.out))
+        for name, (_, kinds) in sets.items():
+            print(name, "held-out train", len(holdout[name]), "docs", evaluate(holdout[name], model, kinds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
