@@ -1,19 +1,20 @@
-"""Benchmark of the local entity extractor on DEVELOPMENT splits (never the data lexicons came from).
+"""Benchmark of the local entity extractor on DEVELOPMENT splits (the model never trained or tuned on them).
 
-    python bench/bench_entities.py [--corpus ../shared/corpus] [--json out.json] [--repeat 3]
+    .venv/bin/python bench/bench_entities.py [--corpus ../shared/corpus] [--json out.json] [--repeat 3]
+        [--model PATH.crfsuite]
 
-Reports precision / recall / F1, exact-span and overlap match, for
+Reports precision / recall / F1, exact-span (strict) and overlap match, and strict micro-F1 per corpus, for
   * BC5CDR development set: Chemical -> MEDICATION, Disease -> MEDICAL_CONDITION;
   * NCBI-disease development set: all mentions -> MEDICAL_CONDITION;
   * medExtractR tuning notes (target drug tacrolimus/Prograf only; partial gold): drug mentions and
     their attributes (Strength/DoseStrength/DoseAmt/Dose/Route/Frequency/IntakeTime);
-and throughput in characters per second. Systems compared:
-  * local      - jobs.entities.local as shipped;
-  * local-lex  - the same without suffix rules and abbreviation propagation (ablation);
+and throughput in words (whitespace-separated) and characters per second. Systems compared:
+  * local      - jobs.entities.local as shipped: the CRF model, then lexicon spans where it is silent;
+  * model      - the CRF model alone (with its abbreviation rule), no lexicon;
+  * local-lex  - the lexicons and rules without the model (the extractor before the model);
   * dict-train - baseline: every mention of the corpus's own TRAINING split, longest match,
-                 case-insensitive, tagged with its most frequent type (the classic memorisation baseline);
-  * local+train- the shipped extractor plus that training dictionary (shows what lexicon coverage buys;
-                 not shipped: BC5CDR is research-use only).
+                 case-insensitive, tagged with its most frequent type (the classic memorisation baseline).
+``--model`` scores another model file (e.g. the build without BC5CDR) in place of the shipped one.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jobs.entities import local  # noqa: E402
+from jobs.entities.model import predict as model_predict  # noqa: E402
 
 DEFAULT_CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpus"))
 TYPE_OF = {"MEDICATION": "Chemical", "MEDICAL_CONDITION": "Disease"}
@@ -100,26 +102,28 @@ def dictionary_system(terms: dict[str, str]) -> Callable[[str], set[tuple[int, i
     return run
 
 
-def local_system(lexicon: local.Lexicon | None = None, rules: bool = True) -> Callable[[str], set]:
+def local_system() -> Callable[[str], set]:
+    """The whole extractor as shipped (model, lexicons, attributes, traits), scored on its entities."""
     def run(text: str) -> set[tuple[int, int, str]]:
-        if rules:
-            res = local.extract(text, lexicon)
-            ents = [(e["BeginOffset"], e["EndOffset"], e["Category"]) for e in res["Entities"]]
-        else:
-            ents = [(s.begin, s.end, s.entry.category) for s in local.match(text, lexicon or local.default_lexicon(),
-                                                                               rules=False)]
-        return {(b, e, TYPE_OF[c]) for b, e, c in ents if c in TYPE_OF}
+        res = local.extract(text)
+        return {(e["BeginOffset"], e["EndOffset"], TYPE_OF[e["Category"]]) for e in res["Entities"]
+                if e["Category"] in TYPE_OF}
     return run
 
 
-def extended_lexicon(terms: dict[str, str]) -> local.Lexicon:
-    """Training mentions at the lowest priority, then the shipped lexicons (which win on conflicts)."""
-    lex = local.Lexicon()
-    for term, kind in terms.items():
-        cat = "MEDICATION" if kind == "Chemical" else "MEDICAL_CONDITION"
-        lex.add(term, local.Entry(cat, "GENERIC_NAME" if kind == "Chemical" else "DX_NAME", priority=0,
-                                  score=local.SCORE_DERIVED))
-    return local.load_shipped(lex)
+def model_system() -> Callable[[str], set]:
+    """The CRF alone, with its abbreviation rule."""
+    def run(text: str) -> set[tuple[int, int, str]]:
+        return {(m.begin, m.end, m.label) for m in model_predict.predict(text, scores=False)}
+    return run
+
+
+def lexicon_system() -> Callable[[str], set]:
+    """The lexicons, suffix rules, modifiers and abbreviations without the model (the 1.0 extractor's spans)."""
+    def run(text: str) -> set[tuple[int, int, str]]:
+        return {(s.begin, s.end, TYPE_OF[s.entry.category]) for s in local.find_spans(text, use_model=False)
+                if s.entry.category in TYPE_OF}
+    return run
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -139,6 +143,8 @@ def score(docs: list[Doc], system: Callable[[str], set], kinds: Iterable[str]) -
         preds.append(system(text))
     seconds = time.perf_counter() - t0
     chars = sum(len(t) for _, t, _ in docs)
+    words = sum(len(t.split()) for _, t, _ in docs)
+    micro = [0, 0, 0, 0]
     for kind in kinds:
         ex = [0, 0, 0, 0]  # tp_pred, n_pred, tp_gold, n_gold
         ov = [0, 0, 0, 0]
@@ -153,7 +159,10 @@ def score(docs: list[Doc], system: Callable[[str], set], kinds: Iterable[str]) -
                 acc[1] += len(p)
                 acc[3] += len(g)
         out[kind] = {"exact": prf(*ex), "overlap": prf(*ov)}
+        micro = [a + b for a, b in zip(micro, ex)]
+    out["micro_exact"] = prf(*micro)
     out["chars_per_s"] = int(chars / seconds) if seconds else 0
+    out["words_per_s"] = int(words / seconds) if seconds else 0
     return out
 
 
@@ -202,7 +211,9 @@ def throughput(corpus: Path, repeat: int) -> dict:
         t0 = time.perf_counter()
         res = local.extract(text)
         runs.append(time.perf_counter() - t0)
-    return {"chars": len(text), "entities": len(res["Entities"]), "chars_per_s": int(len(text) / statistics.median(runs))}
+    best = statistics.median(runs)
+    return {"chars": len(text), "words": len(text.split()), "entities": len(res["Entities"]),
+            "chars_per_s": int(len(text) / best), "words_per_s": int(len(text.split()) / best)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,12 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", type=Path, help="a model file to use instead of the shipped one")
     args = ap.parse_args(argv)
     ner = args.corpus / "ner"
+    if args.model:
+        model_predict.MODEL_PATH = args.model.resolve()
+        model_predict.tagger.cache_clear()
     t0 = time.perf_counter()
     local.default_lexicon()
     load_s = time.perf_counter() - t0
-    results: dict = {"lexicon_load_s": round(load_s, 3), "lexicon_terms": local.default_lexicon().size}
+    t0 = time.perf_counter()
+    model_predict.tagger()
+    local.extract("Warm up: aspirin for headache.")  # dictionaries of the model's features
+    model_s = time.perf_counter() - t0
+    results: dict = {"lexicon_load_s": round(load_s, 3), "lexicon_terms": local.default_lexicon().size,
+                     "model": model_predict.MODEL_PATH.name, "model_bytes": model_predict.MODEL_PATH.stat().st_size,
+                     "model_load_s": round(model_s, 3)}
 
     cdr_dev = read_pubtator(ner / "bc5cdr" / "CDR_DevelopmentSet.PubTator.txt")
     cdr_dict = train_dictionary(ner / "bc5cdr" / "CDR_TrainingSet.PubTator.txt")
@@ -223,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ncbi_dict = train_dictionary(ner / "ncbi-disease" / "NCBItrainset_corpus.txt", collapse="Disease")
     systems = {
         "local": (local_system(), local_system()),
-        "local-lex": (local_system(rules=False), local_system(rules=False)),
+        "model": (model_system(), model_system()),
+        "local-lex": (lexicon_system(), lexicon_system()),
         "dict-train": (dictionary_system(cdr_dict), dictionary_system(ncbi_dict)),
-        "local+train": (local_system(extended_lexicon(cdr_dict)), local_system(extended_lexicon(ncbi_dict))),
     }
     for name, (cdr_sys, ncbi_sys) in systems.items():
         results[f"bc5cdr-dev/{name}"] = score(cdr_dev, cdr_sys, ("Chemical", "Disease"))
@@ -240,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"lexicon: {results['lexicon_terms']} terms, loaded in {results['lexicon_load_s']} s", "",
-             "| corpus / system | type | exact P | exact R | exact F1 | overlap P | overlap R | overlap F1 | chars/s |",
+    lines = [f"lexicon: {results['lexicon_terms']} terms, loaded in {results['lexicon_load_s']} s; "
+             f"model {results['model']}: {results['model_bytes']:,} bytes, loaded with its dictionaries in "
+             f"{results['model_load_s']} s", "",
+             "| corpus / system | type | exact P | exact R | exact F1 | overlap P | overlap R | overlap F1 | words/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
         if not (key.startswith("bc5cdr") or key.startswith("ncbi")):
@@ -250,14 +273,17 @@ def format_table(results: dict) -> str:
             if kind in res:
                 ex, ov = res[kind]["exact"], res[kind]["overlap"]
                 lines.append(f"| {key} | {kind} | {ex['P']:.3f} | {ex['R']:.3f} | {ex['F1']:.3f} | {ov['P']:.3f} | "
-                             f"{ov['R']:.3f} | {ov['F1']:.3f} | {res['chars_per_s']:,} |")
+                             f"{ov['R']:.3f} | {ov['F1']:.3f} | {res['words_per_s']:,} |")
+        mi = res["micro_exact"]
+        lines.append(f"| {key} | **micro** | {mi['P']:.3f} | {mi['R']:.3f} | **{mi['F1']:.3f}** | | | | |")
     mx = results["medextractr-tune/local"]
     lines += ["", "| medExtractR tune (target drug) | P | R | F1 | pred | gold |", "|---|---|---|---|---|---|"]
     for k, v in mx.items():
         lines.append(f"| {k} | {v['P']:.3f} | {v['R']:.3f} | {v['F1']:.3f} | {v['pred']} | {v['gold']} |")
     tp = results["throughput/local"]
-    lines += ["", f"throughput (clinical notes x50, {tp['chars']:,} chars, median of runs): "
-                  f"{tp['chars_per_s']:,} chars/s, {tp['entities']:,} entities"]
+    lines += ["", f"throughput of the whole extractor (clinical notes x50, {tp['words']:,} words, {tp['chars']:,} chars, "
+                  f"median of runs): {tp['words_per_s']:,} words/s, {tp['chars_per_s']:,} chars/s, "
+                  f"{tp['entities']:,} entities"]
     return "\n".join(lines)
 
 

@@ -1,10 +1,12 @@
-"""Local medical entity extractor: lexicons + rules, in Comprehend Medical DetectEntitiesV2 shape.
+"""Local medical entity extractor: a trained CRF + lexicons + rules, in DetectEntitiesV2 shape.
 
 Why local: the embedded default must run with no network, no model download and no heavy import,
-and some regions cannot send text to Comprehend Medical. The approach is deliberately simple and
-fast: case-insensitive longest match of token sequences against small lexicons (a trie), suffix
-rules for drug stems and disease words, abbreviations defined in the text ("... (SF)") propagated,
-then rule-based medication attributes (jobs.entities.rules) and NegEx-style context traits.
+and some regions cannot send text to Comprehend Medical. Medications and conditions come from a
+trained sequence model shipped in the package (``jobs.entities.model``: CRF with word, affix and
+dictionary features, abbreviations propagated), because hand-typed lists cannot cover their
+vocabulary; the lexicons (a token trie, longest match) still give tests, procedures and anatomy,
+and medications or conditions where the model is silent (brand names and typos in clinical
+notes). Then rule-based medication attributes (jobs.entities.rules) and NegEx-style context traits.
 
 Offsets are Python ``str`` indices (code points), which is also what Comprehend Medical returns.
 """
@@ -19,7 +21,7 @@ from typing import Iterable
 
 from jobs.entities import rules
 
-MODEL_VERSION = "medintake-local-1.0"
+MODEL_VERSION = "medintake-local-2.0"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 # Letters, digit runs, or one punctuation character: "G6PD" -> G 6 PD, "h/o" -> h / o.
@@ -237,8 +239,12 @@ def _gap_ok(text: str, a: int, b: int) -> bool:
     return "\f" not in gap and gap.count("\n") <= 1
 
 
-def match(text: str, lexicon: Lexicon, rules: bool = True) -> list[Span]:
-    """Greedy left-to-right longest match of lexicon terms, then suffix rules on unmatched tokens."""
+def match(text: str, lexicon: Lexicon, rules: bool = True, suffixes: bool = True) -> list[Span]:
+    """Greedy left-to-right longest match of lexicon terms, then suffix rules on unmatched tokens.
+
+    ``rules``: suffix rules and typo-tolerant drug names; ``suffixes=False`` keeps only the latter
+    (the model already learns drug stems and disease endings from affixes).
+    """
     toks = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text) if m.group() not in _SKIP]
     keys = [norm(t[2]) for t in toks]
     n = len(toks)
@@ -271,7 +277,7 @@ def match(text: str, lexicon: Lexicon, rules: bool = True) -> list[Span]:
             i = best[0] + 1
             continue
         tok = toks[i][2]
-        entry = _rule_entry(tok) if rules else None
+        entry = _rule_entry(tok) if rules and suffixes else None
         if rules and entry is None and _DOSE_NEXT.match(text, toks[i][1]):
             entry = lexicon.fuzzy_drug(keys[i])  # a typo'd drug name only where a dose or sig follows
         end = toks[i][1]
@@ -346,14 +352,73 @@ def propagate_abbreviations(text: str, spans: list[Span]) -> list[Span]:
     return sorted(spans + extra, key=lambda s: s.begin)
 
 
+_ACUITY_LEAD = re.compile(r"(?:acute on chronic|acute|chronic|subacute)\s+", re.I)
+
+
+@lru_cache(maxsize=1)
+def _condition_traits() -> dict[str, str]:
+    """Lower-cased condition term -> DIAGNOSIS | SYMPTOM | SIGN, from conditions.tsv."""
+    return {p[0].lower(): p[1] for p in _data_lines("conditions.tsv") if len(p) > 1 and p[1]}
+
+
+def model_spans(text: str) -> list[Span]:
+    """Medications and conditions found by the shipped sequence model, as spans with their entries."""
+    from jobs.entities.model.dictionary import brand_names
+    from jobs.entities.model.predict import LABELS, predict
+
+    brands = brand_names()
+    traits = _condition_traits()
+    out: list[Span] = []
+    for m in predict(text):
+        score = round(max(SCORE_RULE, min(0.99, m.score)), 4)
+        words = text[m.begin:m.end]
+        if LABELS[m.label] == "MEDICATION":
+            kind = "BRAND_NAME" if words.lower() in brands else "GENERIC_NAME"
+            out.append(Span(m.begin, m.end, Entry("MEDICATION", kind, score=score)))
+        else:
+            begin = m.begin
+            acuity = _ACUITY_LEAD.match(words)
+            if acuity is not None and acuity.end() < len(words):
+                begin += acuity.end()  # "acute renal failure": ACUITY attribute + "renal failure", as Comprehend
+                words = text[begin:m.end]
+            trait = traits.get(words.lower(), "DIAGNOSIS")
+            out.append(Span(begin, m.end, Entry("MEDICAL_CONDITION", "DX_NAME", trait, score=score)))
+    return out
+
+
+def merge(model: list[Span], lexical: list[Span]) -> list[Span]:
+    """Model spans, plus lexicon spans that overlap none of them (tests, anatomy, names the model missed)."""
+    taken = sorted((s.begin, s.end) for s in model)
+    starts = [b for b, _ in taken]
+    out = list(model)
+    for s in lexical:
+        k = bisect.bisect_right(starts, s.begin) - 1
+        if k >= 0 and taken[k][1] > s.begin:
+            continue
+        if k + 1 < len(taken) and taken[k + 1][0] < s.end:
+            continue
+        out.append(s)
+    return sorted(out, key=lambda s: (s.begin, s.end))
+
+
+def find_spans(text: str, lexicon: Lexicon | None = None, use_model: bool = True) -> list[Span]:
+    """Every entity span of ``text``: the model's medications and conditions, then the lexicons'.
+
+    Lexicon conditions are grown over modifier words and drugs over their salt before the merge
+    (the model learnt its own boundaries from the training data, so its spans are left as they are).
+    """
+    lexical = match(text, lexicon or default_lexicon(), suffixes=not use_model)
+    extend_conditions(text, lexical)
+    lexical = extend_drugs(text, lexical)
+    spans = merge(model_spans(text), lexical) if use_model else lexical
+    return propagate_abbreviations(text, spans)
+
+
 def extract(text: str, lexicon: Lexicon | None = None) -> dict:
     """Run the local extractor on ``text``; returns a DetectEntitiesV2-shaped dict."""
     if not text or not text.strip():
         return {"Entities": [], "UnmappedAttributes": [], "ModelVersion": MODEL_VERSION}
-    spans = match(text, lexicon or default_lexicon())
-    extend_conditions(text, spans)
-    spans = extend_drugs(text, spans)
-    spans = propagate_abbreviations(text, spans)
+    spans = find_spans(text, lexicon)
     ctx = rules.Context(text)
     meds = [s for s in spans if s.entry.category == "MEDICATION"]
     aliases = {k for k, s in enumerate(meds) if k and _is_alias(text, meds[k - 1], s)}

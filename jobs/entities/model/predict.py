@@ -14,6 +14,7 @@ from typing import NamedTuple
 import pycrfsuite
 
 from jobs.entities.model.features import dict_tags, sequence_features
+from jobs.entities.model.postprocess import propagate
 from jobs.entities.model.tokenize import Token, sentences, tokens
 
 MODEL_PATH = Path(__file__).resolve().parent / "entities.crfsuite"
@@ -30,10 +31,10 @@ class Mention(NamedTuple):
 
 
 @lru_cache(maxsize=1)
-def tagger(path: str = str(MODEL_PATH)) -> pycrfsuite.Tagger:
-    """The model, opened once per process (crfsuite maps the file; tagging needs no other state)."""
+def tagger() -> pycrfsuite.Tagger:
+    """The model at ``MODEL_PATH``, opened once per process (the benchmark may point it elsewhere first)."""
     t = pycrfsuite.Tagger()
-    t.open(path)
+    t.open(str(MODEL_PATH))
     return t
 
 
@@ -51,8 +52,13 @@ def decode(seq: list[Token], tags: list[str]) -> list[tuple[int, int, str]]:
     return out
 
 
-def predict(text: str, model: pycrfsuite.Tagger | None = None, scores: bool = True) -> list[Mention]:
-    """Mentions in ``text`` in order. ``model`` defaults to the shipped one (training passes its own)."""
+def predict(text: str, model: pycrfsuite.Tagger | None = None, scores: bool = True,
+            abbreviations: bool = True, repeats: bool = False) -> list[Mention]:
+    """Mentions in ``text`` in order. ``model`` defaults to the shipped one (training passes its own).
+
+    ``abbreviations`` / ``repeats``: the document-level rules of ``postprocess``; repeats is off by
+    default because it lowered F1 on held-out NCBI training abstracts (model/README.md).
+    """
     if not text or text.isspace():
         return []
     crf = model or tagger()
@@ -69,4 +75,6 @@ def predict(text: str, model: pycrfsuite.Tagger | None = None, scores: bool = Tr
             if scores:
                 score = sum(crf.marginal(tags[i], i) for i in range(a, b)) / (b - a)
             out.append(Mention(seq[a].begin, seq[b - 1].end, label, round(score, 4)))
+    if abbreviations:
+        out = propagate(text, out, repeats)
     return out
