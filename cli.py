@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from pipeline.errors import ConfigError, MedintakeError
 from pipeline.settings import Settings
@@ -23,50 +26,73 @@ EXIT_SOME_NOT_COMPLETED = 1
 _GLOBALS_KEY = "medintake.global_options"
 
 
-def _global_options() -> list[click.Option]:
-    """The options every command takes, before or after its name; the one place to add one.
+class GlobalOption(click.Option):
+    """An option every command takes, typed before or after the command name (see GLOBAL_OPTIONS).
 
-    Each command gets its own Option objects (made here), all feeding one record in the root
-    context: a value typed after the subcommand overrides one typed before it, and a default
-    never overrides a value the user gave.
+    Its value is not passed to the command's function but kept in one record for the whole
+    invocation (the root context's meta); commands read it with ``_global(ctx, name)``. The root
+    context records whatever it resolved (typed, environment or default); a subcommand's context
+    records only a value typed on the command line. So the value typed last wins, and a default
+    after the command name never replaces a value typed before it.
+
+    The record is made after click has noted where the value came from: click 8.4 runs an
+    option's callback before that, so a callback cannot tell a default from a typed value.
+    Give each global option an explicit default (click >= 8.2 may otherwise report a sentinel).
     """
-    return [
-        click.Option(["--data-dir"], type=click.Path(file_okay=False, path_type=Path), default=None,
-                     expose_value=False, callback=_remember,
-                     help="Data folder (database, bucket folder, notices). "
-                          "Default: $MEDINTAKE_DATA_DIR or ./.medintake"),
-        click.Option(["-v", "--verbose"], is_flag=True, default=False, expose_value=False, callback=_remember,
-                     help="Log progress (ids and codes only) to stderr."),
-    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("expose_value", False)
+        super().__init__(*args, **kwargs)
+
+    def handle_parse_result(self, ctx: click.Context, opts: Mapping[str, Any],
+                            args: list[str]) -> tuple[Any, list[str]]:
+        value, args = super().handle_parse_result(ctx, opts, args)
+        record = ctx.find_root().meta.setdefault(_GLOBALS_KEY, {})
+        typed = ctx.get_parameter_source(self.name) in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
+        if typed or self.name not in record:
+            record[self.name] = value
+        return value, args
 
 
-def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
-    """Record a global option the user gave where every command can read it.
-
-    The defaults are all empty (None, False, ()), so an empty value is one the user did not give
-    (click records a value's source only after this callback has run).
-    """
-    if value is None or value is False or value == ():
-        return value
-    ctx.find_root().meta.setdefault(_GLOBALS_KEY, {})[param.name] = value
-    if param.name == "verbose" and value:
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """-v turns logging on wherever it is typed (before or after the command name)."""
+    if value and not ctx.resilient_parsing:
         from pipeline.logs import configure_logging
 
         configure_logging("INFO")
     return value
 
 
-def _global(ctx: click.Context, name: str) -> object:
+# The one place to add a global option: every command and group of `medintake` takes these.
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption(["--data-dir"], type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Data folder (database, bucket folder, notices). "
+                      "Default: $MEDINTAKE_DATA_DIR or ./.medintake"),
+    GlobalOption(["-v", "--verbose"], is_flag=True, default=False, callback=_verbose,
+                 help="Log progress (ids and codes only) to stderr."),
+)
+
+
+def _global(ctx: click.Context, name: str) -> Any:
+    """A global option's value: the one typed last, else the default.
+
+    Read it inside a command, not in a group's callback: a group's callback runs before the
+    options after the command name are parsed.
+    """
     return ctx.find_root().meta.get(_GLOBALS_KEY, {}).get(name)
 
 
 class _Group(click.Group):
-    """A group whose commands and subgroups (at any depth) all take the global options."""
+    """A group whose commands and subgroups (at any depth) all take GLOBAL_OPTIONS.
+
+    The options are attached when a command is added (``@group.command()``, ``@group.group()``
+    and ``add_command`` all go through here), so a new subcommand cannot forget them.
+    """
 
     group_class = type  # subgroups made with @group.group() are of this class too
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        cmd.params.extend(_global_options())
+        cmd.params.extend(opt for opt in GLOBAL_OPTIONS if opt not in cmd.params)
         super().add_command(cmd, name)
 
 
@@ -77,11 +103,11 @@ def _settings(ctx: click.Context, **overrides) -> Settings:
         raise click.ClickException(f"{exc.message}. {exc.fix}") from None
 
 
-@click.group(cls=_Group, params=_global_options(), context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, params=list(GLOBAL_OPTIONS), context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """medintake: searchable text, medical entities and renditions from medical uploads.
 
-    Global options (--data-dir, -v) go before or after the command name.
+    Global options go before or after the command name (each command's --help lists them).
     """
 
 

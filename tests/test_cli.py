@@ -137,29 +137,81 @@ def test_data_dir_after_the_subcommand(tmp_path, monkeypatch):
     assert row["outputs"]["text"].startswith(str(data))
 
 
-def test_after_the_subcommand_wins_over_before(tmp_path):
+def test_process_data_dir_after_the_name_wins_over_before_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     before, after = tmp_path / "before", tmp_path / "after"
-    result = invoke("--data-dir", str(before), "db", "upgrade", "--data-dir", str(after))
+    pdf = str(FILES / "digital_referral.pdf")
+    result = invoke("--data-dir", str(before), "process", "--json", "--data-dir", str(after), pdf)
     assert result.exit_code == 0, result.output
-    assert (after / "medintake.db").is_file() and not (before / "medintake.db").exists()
-    # ...and a global option left out after the name keeps the value given before it
-    result = invoke("--data-dir", str(before), "db", "upgrade")
-    assert result.exit_code == 0 and (before / "medintake.db").is_file()
-    # ...and between a group and its subcommand
+    assert json.loads(result.output)["outputs"]["text"].startswith(str(after))
+    assert (after / "medintake.db").is_file() and not before.exists()
+    # a global option left out after the name keeps the value given before it
+    result = invoke("--data-dir", str(before), "process", "--json", pdf)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outputs"]["text"].startswith(str(before))
+    assert (before / "medintake.db").is_file() and (before / "notices.jsonl").is_file()
+    assert not (tmp_path / ".medintake").exists()
+
+
+def test_db_upgrade_with_data_dir_after_the_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "after"
+    result = invoke("db", "upgrade", "--data-dir", str(data))
+    assert result.exit_code == 0 and "revision 0001" in result.output, result.output
+    assert (data / "medintake.db").is_file() and not (tmp_path / ".medintake").exists()
+    # ...between a group and its subcommand
     between = tmp_path / "between"
     result = invoke("db", "--data-dir", str(between), "upgrade")
     assert result.exit_code == 0 and (between / "medintake.db").is_file()
+    # ...typed last wins, wherever the earlier ones were
+    first, last = tmp_path / "first", tmp_path / "last"
+    result = invoke("--data-dir", str(first), "db", "--data-dir", str(first), "upgrade", "--data-dir", str(last))
+    assert result.exit_code == 0 and (last / "medintake.db").is_file() and not first.exists()
 
 
-def test_every_command_takes_every_global_option():
+def test_a_default_or_environment_value_after_the_name_never_replaces_a_typed_one():
+    """The mechanism, with a global option like those to come (repeatable, a default, an env var)."""
+    import click
+
+    region = cli.GlobalOption(["--region"], multiple=True, default=("us-east-1",), envvar="MEDINTAKE_X_REGION")
+
+    @click.group(params=[region])
+    def root() -> None:
+        pass
+
+    @root.command(params=[region])
+    @click.pass_context
+    def show(ctx) -> None:
+        click.echo(",".join(cli._global(ctx, "region")))
+
+    def run(*args, env=None):
+        result = CliRunner().invoke(root, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output.strip()
+
+    assert run("show") == "us-east-1"
+    assert run("--region", "eu-west-1", "show") == "eu-west-1"
+    assert run("--region", "eu-west-1", "show", "--region", "ap-south-1", "--region", "sa-east-1") \
+        == "ap-south-1,sa-east-1"
+    assert run("--region", "eu-west-1", "show", env={"MEDINTAKE_X_REGION": "ca-central-1"}) == "eu-west-1"
+    assert run("show", env={"MEDINTAKE_X_REGION": "ca-central-1"}) == "ca-central-1"
+
+
+def test_every_command_takes_every_global_option(tmp_path):
     """A command added later without the global options fails here."""
-    wanted = {opt for o in cli._global_options() for opt in o.opts}
     commands = list(_all_commands(cli.main))
     assert {"process", "watch", "reprocess", "db", "db upgrade"} <= {" ".join(p) for p, _ in commands}
     for path, command in [((), cli.main), *commands]:
-        have = {opt for p in command.params for opt in getattr(p, "opts", [])}
-        assert wanted <= have, f"'medintake {' '.join(path)}' lacks {sorted(wanted - have)}"
-        assert "--data-dir" in CliRunner().invoke(cli.main, [*path, "--help"]).output
+        where = f"'medintake {' '.join(path)}'"
+        missing = [o.opts for o in cli.GLOBAL_OPTIONS if o not in command.params]
+        assert not missing, f"{where} lacks {missing}"
+        help_text = CliRunner().invoke(cli.main, [*path, "--help"]).output
+        for option in cli.GLOBAL_OPTIONS:
+            assert option.opts[-1] in help_text, f"{where} --help does not show {option.opts}"
+            for name in option.opts:
+                typed = [name] if option.is_flag else [name, str(tmp_path)]
+                result = CliRunner().invoke(cli.main, [*path, *typed, "--help"])
+                assert result.exit_code == 0, f"{where} {' '.join(typed)}: {result.output}"
 
 
 def test_verbose_after_the_subcommand_logs_ids_never_names(tmp_path):
@@ -172,7 +224,7 @@ def test_verbose_after_the_subcommand_logs_ids_never_names(tmp_path):
     shutil.copyfile(FILES / "digital_referral.pdf", src)
     proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "process", str(src), "-v",
                            "--data-dir", str(tmp_path / "d")],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+                          check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     info = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert any(line["level"] == "INFO" for line in info)
