@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from jobs.entities.model.tokenize import tokens
+from jobs.entities.model.tokenize import TOKEN
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 HYPHENS = frozenset("-\u2010\u2011\u2012\u2013")
@@ -30,6 +30,11 @@ def key(token: str) -> str:
     return t
 
 
+def names_keys(name: str) -> list[str]:
+    """The token keys of a name, hyphens left out ("Type-2 diabetes" -> ["type", "2", "diabete"])."""
+    return [key(t) for t in TOKEN.findall(name) if t not in HYPHENS]
+
+
 class Dictionary:
     """Names as token-key strings, with every proper prefix marked so a lookup knows when to stop."""
 
@@ -39,7 +44,7 @@ class Dictionary:
             self.add(name)
 
     def add(self, name: str) -> None:
-        keys = [key(t.text) for t in tokens(name) if t.text not in HYPHENS]
+        keys = names_keys(name)
         if not keys or (len(keys) == 1 and len(keys[0]) < 3):
             return
         for k in range(1, len(keys)):
@@ -49,7 +54,7 @@ class Dictionary:
         self.entries[full] = self.entries.get(full, 0) | _FULL
 
     def __contains__(self, name: str) -> bool:
-        return bool(self.entries.get(" ".join(key(t.text) for t in tokens(name) if t.text not in HYPHENS), 0) & _FULL)
+        return bool(self.entries.get(" ".join(names_keys(name)), 0) & _FULL)
 
     def spans(self, keys: list[str]) -> list[tuple[int, int]]:
         """Greedy longest matches over token keys (hyphen tokens given as ""): [(first, last+1)]."""
@@ -112,3 +117,29 @@ def _brands() -> frozenset[str]:
     for p in _lines(DATA_DIR / "drugs.tsv"):
         out.update(b.lower() for b in (p[1].split("|") if len(p) > 1 and p[1] else ()))
     return frozenset(out)
+
+
+def load_terms(path: Path) -> dict[str, Dictionary]:
+    """A model's training-mention dictionaries ("TC" chemicals, "TD" diseases) from ``name<TAB>type`` lines."""
+    out = {"TC": Dictionary(), "TD": Dictionary()}
+    if path.is_file():
+        for p in _lines(path):
+            out["TC" if p[1] == "Chemical" else "TD"].add(p[0])
+    return out
+
+
+def mention_terms(docs: Iterable[tuple[str, str, set[tuple[int, int, str]]]]) -> dict[str, str]:
+    """Training mentions worth a dictionary entry: lower-cased name -> its most frequent type.
+
+    Abbreviations (capitals) are left out: they are defined per abstract ("DM" is myotonic
+    dystrophy in one, diabetes in another), and the abbreviation rule finds them anyway.
+    """
+    votes: dict[str, dict[str, int]] = {}
+    for _, text, gold in docs:
+        for b, e, kind in gold:
+            s = text[b:e]
+            if len(s) < 3 or sum(c.isupper() for c in s) >= 2 and len(s) <= 8:
+                continue
+            v = votes.setdefault(s.lower(), {})
+            v[kind] = v.get(kind, 0) + 1
+    return {name: max(v, key=v.get) for name, v in votes.items()}

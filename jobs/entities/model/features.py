@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from jobs.entities.model.dictionary import HYPHENS, dictionaries, key
+from jobs.entities.model.dictionary import HYPHENS, Dictionary, dictionaries, key
 from jobs.entities.model.tokenize import Token
 
 _SHAPE = [(re.compile(r"[A-Z]"), "X"), (re.compile(r"[a-z]"), "x"), (re.compile(r"\d"), "d")]
@@ -47,11 +47,14 @@ def word_features(word: str) -> tuple[str, ...]:
     return tuple(f)
 
 
-def dict_tags(toks: list[Token]) -> list[str]:
-    """Per token, the dictionaries it is inside, with B for the first token: "BD", "IC", "BD.IC"..."""
+def dict_tags(toks: list[Token], extra: dict[str, Dictionary] | None = None) -> list[str]:
+    """Per token, the dictionaries it is inside, with B for the first token: "BD", "IC", "BD.IC"...
+
+    ``extra``: the model's own term dictionaries (training mentions, see ``train.term_dictionaries``).
+    """
     keys = ["" if t.text in HYPHENS else key(t.text) for t in toks]
     tags = [[] for _ in toks]
-    for name, d in dictionaries().items():
+    for name, d in (dictionaries() | (extra or {})).items():
         for a, b in d.spans(keys):
             tags[a].append("B" + name)
             for i in range(a + 1, b):

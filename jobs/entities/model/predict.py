@@ -13,11 +13,13 @@ from typing import NamedTuple
 
 import pycrfsuite
 
+from jobs.entities.model.dictionary import Dictionary, load_terms
 from jobs.entities.model.features import dict_tags, sequence_features
 from jobs.entities.model.postprocess import propagate
 from jobs.entities.model.tokenize import Token, sentences, tokens
 
 MODEL_PATH = Path(__file__).resolve().parent / "entities.crfsuite"
+TERMS_SUFFIX = ".terms.txt.gz"  # the model's training-mention dictionaries sit beside it
 LABELS = {"Chemical": "MEDICATION", "Disease": "MEDICAL_CONDITION"}
 
 
@@ -38,6 +40,12 @@ def tagger() -> pycrfsuite.Tagger:
     return t
 
 
+@lru_cache(maxsize=1)
+def terms() -> dict[str, Dictionary]:
+    """The shipped model's training-mention dictionaries (empty when the model was built without them)."""
+    return load_terms(MODEL_PATH.with_suffix(TERMS_SUFFIX))
+
+
 def decode(seq: list[Token], tags: list[str]) -> list[tuple[int, int, str]]:
     """BIO tags -> (first token, last token + 1, label); an I- after O or another label starts a mention."""
     out: list[tuple[int, int, str]] = []
@@ -53,8 +61,10 @@ def decode(seq: list[Token], tags: list[str]) -> list[tuple[int, int, str]]:
 
 
 def predict(text: str, model: pycrfsuite.Tagger | None = None, scores: bool = True,
-            abbreviations: bool = True, repeats: bool = False) -> list[Mention]:
-    """Mentions in ``text`` in order. ``model`` defaults to the shipped one (training passes its own).
+            abbreviations: bool = True, repeats: bool = False,
+            model_terms: dict[str, Dictionary] | None = None) -> list[Mention]:
+    """Mentions in ``text`` in order. ``model`` and its ``model_terms`` default to the shipped ones
+    (training passes its own).
 
     ``abbreviations`` / ``repeats``: the document-level rules of ``postprocess``; repeats is off by
     default because it lowered F1 on held-out NCBI training abstracts (model/README.md).
@@ -63,7 +73,7 @@ def predict(text: str, model: pycrfsuite.Tagger | None = None, scores: bool = Tr
         return []
     crf = model or tagger()
     toks = tokens(text)
-    dtags = dict_tags(toks)
+    dtags = dict_tags(toks, model_terms if model is not None else terms())
     out: list[Mention] = []
     k = 0
     for seq in sentences(text, toks):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
+TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 _END = frozenset(".!?")
 MAX_LEN = 150  # a sequence longer than this (a table, a list without stops) is cut
 
@@ -26,7 +26,7 @@ class Token(NamedTuple):
 
 def tokens(text: str) -> list[Token]:
     """All tokens of ``text`` in order."""
-    return [Token(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    return [Token(m.group(), m.start(), m.end()) for m in TOKEN.finditer(text)]
 
 
 def sentences(text: str, toks: list[Token] | None = None) -> list[list[Token]]:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pycrfsuite
 
+from jobs.entities.model.dictionary import Dictionary, load_terms, mention_terms
 from jobs.entities.model.features import dict_tags, sequence_features
-from jobs.entities.model.predict import MODEL_PATH, predict
+from jobs.entities.model.predict import MODEL_PATH, TERMS_SUFFIX, predict
 from jobs.entities.model.tokenize import sentences, tokens
 
 REPO = Path(__file__).resolve().parents[3]
@@ -56,7 +57,8 @@ def read_pubtator(path: Path, collapse: str | None = None) -> list[Doc]:
     return docs
 
 
-def labelled(text: str, gold: set[tuple[int, int, str]]) -> list[tuple[list[list[str]], list[str]]]:
+def labelled(text: str, gold: set[tuple[int, int, str]],
+             extra: dict[str, Dictionary] | None = None) -> list[tuple[list[list[str]], list[str]]]:
     """(features, BIO labels) per sentence; a mention not on token boundaries is left out."""
     toks = tokens(text)
     starts = {b: (e, k) for b, e, k in sorted(gold, key=lambda g: (g[0], -g[1]))}
@@ -76,7 +78,7 @@ def labelled(text: str, gold: set[tuple[int, int, str]]) -> list[tuple[list[list
                 i = j
                 continue
         i += 1
-    dtags = dict_tags(toks)
+    dtags = dict_tags(toks, extra)
     out = []
     k = 0
     for seq in sentences(text, toks):
@@ -90,11 +92,11 @@ def held_out(pmid: str, fraction: float) -> bool:
 
 
 def evaluate(docs: list[Doc], model: pycrfsuite.Tagger, kinds: tuple[str, ...],
-             **options: bool) -> dict[str, dict[str, float]]:
+             model_terms: dict[str, Dictionary] | None = None, **options: bool) -> dict[str, dict[str, float]]:
     """Strict-span precision, recall, F1 per type and micro over ``kinds``."""
     counts = {k: [0, 0, 0] for k in kinds}  # tp, pred, gold
     for _, text, gold in docs:
-        pred = {(m.begin, m.end, m.label) for m in predict(text, model, scores=False, **options)}
+        pred = {(m.begin, m.end, m.label) for m in predict(text, model, scores=False, model_terms=model_terms, **options)}
         for k in kinds:
             p = {x for x in pred if x[2] == k}
             g = {x for x in gold if x[2] == k}
@@ -106,6 +108,37 @@ def evaluate(docs: list[Doc], model: pycrfsuite.Tagger, kinds: tuple[str, ...],
     for k, (tp, np_, ng) in counts.items():
         p, r = tp / np_ if np_ else 0.0, tp / ng if ng else 0.0
         out[k] = {"P": round(p, 4), "R": round(r, 4), "F1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
+    return out
+
+
+FOLDS = 5
+
+
+def write_terms(path: Path, docs: list[Doc]) -> None:
+    """The training-mention dictionary shipped beside the model (``name<TAB>type``)."""
+    import gzip
+
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as fh:
+        fh.write("# training mentions of the corpora this model was trained on (see model/README.md)\n")
+        for name, kind in sorted(mention_terms(docs).items()):
+            fh.write(f"{name}\t{kind}\n")
+
+
+def fold_terms(docs: list[Doc]) -> list[tuple[Doc, dict[str, Dictionary]]]:
+    """Each training abstract with dictionaries of the mentions of the OTHER folds (jackknifed).
+
+    Why: with its own mentions in the dictionary the feature would be right every time in training
+    and the model would trust it more than it deserves on new text; from other folds it is right
+    as often as it will be at run time, where the dictionary holds all training mentions.
+    """
+    fold = [int(hashlib.sha256(d[0].encode()).hexdigest()[8:16], 16) % FOLDS for d in docs]
+    out = []
+    for k in range(FOLDS):
+        others = [d for d, f in zip(docs, fold) if f != k]
+        extra = {"TC": Dictionary(), "TD": Dictionary()}
+        for name, kind in mention_terms(others).items():
+            extra["TC" if kind == "Chemical" else "TD"].add(name)
+        out += [(d, extra) for d, f in zip(docs, fold) if f == k]
     return out
 
 
@@ -143,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-bc5cdr", action="store_true", help="train on NCBI-disease only (public domain)")
     ap.add_argument("--silver", action="store_true",
                     help="add a first model's chemicals to NCBI abstracts (they are unannotated there)")
+    ap.add_argument("--terms", action="store_true",
+                    help="training-mention dictionary features (jackknifed), shipped beside the model")
     ap.add_argument("--holdout", type=float, default=0.0, help="fraction of TRAIN kept out and scored")
     ap.add_argument("--c1", type=float, default=0.1)
     ap.add_argument("--c2", type=float, default=0.01)
@@ -164,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     trainer.set_params(params)
     t0 = time.perf_counter()
     n_seq = 0
-    for docs in train.values():
-        for _, text, gold in docs:
-            for xseq, yseq in labelled(text, gold):
-                trainer.append(xseq, yseq)
-                n_seq += 1
+    all_train = [d for docs in train.values() for d in docs]
+    terms_path = args.out.with_suffix(TERMS_SUFFIX)
+    if args.terms:
+        pairs = fold_terms(all_train)
+        write_terms(terms_path, all_train)
+    else:
+        pairs = [(d, None) for d in all_train]
+        terms_path.unlink(missing_ok=True)
+    for (_, text, gold), extra in pairs:
+        for xseq, yseq in labelled(text, gold, extra):
+            trainer.append(xseq, yseq)
+            n_seq += 1
     print(f"{n_seq} sequences, features in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -178,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.holdout > 0:
         model = pycrfsuite.Tagger()
         model.open(str(args.out))
+        model_terms = load_terms(terms_path)
         for name, (_, kinds) in sets.items():
             for label, opts in (("crf", {"abbreviations": False}), ("crf+abbrev", {"repeats": False}),
                                 ("crf+abbrev+repeats", {"repeats": True})):
-                res = evaluate(holdout[name], model, kinds, **opts)
+                res = evaluate(holdout[name], model, kinds, model_terms, **opts)
                 print(f"{name} held-out ({len(holdout[name])} docs) {label}: "
                       + "; ".join(f"{k} P {v['P']:.3f} R {v['R']:.3f} F1 {v['F1']:.3f}" for k, v in res.items()))
     return 0
