@@ -1,0 +1,257 @@
+"""The review page's HTML: pages (picture, word boxes, text with highlights), entities, renditions,
+manifest and job timeline, poured into ``page.html`` with ``page.css`` and ``page.js`` inline.
+
+One file, no request: pictures are data: URIs and a Content-Security-Policy forbids anything
+else (``default-src 'none'``; the one script is allowed by its hash). A 300-page document stays
+quick because each page's picture waits in a <template> and its word boxes in a JSON block until
+the page comes near the viewport, and off-screen pages skip layout (content-visibility).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import re
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from pipeline.review import entities as ents
+from pipeline.review import spans as spanmod
+from pipeline.review.collect import ReviewData
+
+#: Browser-displayable renditions are inlined up to this size; bigger ones (full PNG) are listed.
+INLINE_RENDITION_BYTES = 600_000
+SEP = " \u00b7 "
+INLINE_MIME = ("image/jpeg", "image/webp", "image/png", "image/gif")
+
+
+def _asset(name: str) -> str:
+    return resources.files("pipeline.review").joinpath(name).read_text(encoding="utf-8")
+
+
+def e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _json_script(value: Any) -> str:
+    """JSON safe inside <script>: no "</script>", no "<!--" (escaped as \\u003c)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0, tzinfo=None).isoformat(sep=" ") + " UTC"
+    return e(value)
+
+
+def confidence_class(conf: Any) -> str:
+    """Box colour class: h >= 90, m >= 70, l below, t no confidence (a PDF text layer)."""
+    if conf is None:
+        return "t"
+    conf = float(conf)
+    return "h" if conf >= 90 else "m" if conf >= 70 else "l"
+
+
+def word_boxes(page: dict[str, Any]) -> list[Any]:
+    """[left %, top %, width %, height %, class, title] per word (None for a word without a box)."""
+    width, height = float(page.get("width") or 0), float(page.get("height") or 0)
+    out: list[Any] = []
+    for w in page.get("words") or []:
+        box = w.get("bbox")
+        if not box or width <= 0 or height <= 0:
+            out.append(None)
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        conf = w.get("confidence")
+        title = f"{w.get('text', '')} ({conf:.0f}%)" if conf is not None else str(w.get("text", ""))
+        out.append([round(100 * x0 / width, 4), round(100 * y0 / height, 4), round(100 * (x1 - x0) / width, 4),
+                    round(100 * (y1 - y0) / height, 4), confidence_class(conf), title])
+    return out
+
+
+def pages_html(data: ReviewData, images: dict[int, str], placed: list[spanmod.Span]) -> str:
+    text = data.text or ""
+    records = data.pages or []
+    ranges = spanmod.page_ranges(text, records) if (records or text) else []
+    by_no = {int(p.get("page_no", i + 1)): p for i, p in enumerate(records)}
+    out = []
+    for page_no, start, end in ranges:
+        page = by_no.get(page_no, {})
+        width, height = page.get("width"), page.get("height")
+        conf = page.get("mean_confidence")
+        meta = [e(page.get("source", "text")), f"{len(page.get('words') or [])} words"]
+        if conf is not None:
+            meta.append(f"mean confidence {float(conf):.1f}")
+        if page.get("rotation"):
+            meta.append(f"turned {e(page['rotation'])}\u00b0")
+        if page.get("perspective_corrected"):
+            meta.append("perspective corrected")
+        figure = ""
+        if width and height:
+            picture = images.get(page_no)
+            tpl = (f'<template><img src="{picture}" alt="Page {page_no} as the text was read" decoding="async"></template>'
+                   if picture else "")
+            none = "" if picture else '<p class="nopic">No picture of this page.</p>'
+            figure = (f'<div class="frame" data-page="{page_no}" style="aspect-ratio:{float(width):g}/{float(height):g}" '
+                      f'data-width="{float(width):g}" data-height="{float(height):g}" data-units="{e(page.get("units"))}">'
+                      f'{tpl}{none}</div><script type="application/json" id="w-{page_no}">'
+                      f'{_json_script(word_boxes(page))}</script>')
+        body = spanmod.render_text(text, start, end, placed)
+        out.append(
+            f'<section class="page" id="p-{page_no}" aria-labelledby="p-{page_no}-h">'
+            f'<h3 id="p-{page_no}-h">Page {page_no} <span class="meta">{SEP.join(meta)}</span></h3>'
+            f'<div class="page-grid">{figure}<div class="text" data-start="{start}" data-end="{end}" '
+            f'aria-label="Text of page {page_no}">{body}</div></div></section>'
+        )
+    if not out:
+        return "<p>No text for this document (see the job timeline).</p>"
+    return "".join(out)
+
+
+def renditions_html(data: ReviewData, blobs: dict[str, bytes]) -> str:
+    if not data.renditions:
+        return "<p>No renditions.</p>"
+    rows = []
+    for r in data.renditions:
+        blob = blobs.get(r["name"])
+        cell = "not inlined (format or size)"
+        if blob is not None:
+            uri = f"data:{r['mime']};base64,{base64.b64encode(blob).decode('ascii')}"
+            cell = (f'<img src="{uri}" alt="{e(r["name"])} rendition" decoding="async" '
+                    f'width="{int(r["width"])}" height="{int(r["height"])}">')
+        rows.append(f'<figure class="rendition"><figcaption><b>{e(r["name"])}</b> {e(r["format"])}, '
+                    f'{int(r["width"])}\u00d7{int(r["height"])} px, {int(r["bytes"]):,} bytes</figcaption>{cell}</figure>')
+    return '<div class="renditions">' + "".join(rows) + "</div>"
+
+
+def _table(heads: list[str], rows: list[list[str]], css: str = "") -> str:
+    return (f'<div class="scroll"><table class="{css}"><thead><tr>' + "".join(f'<th scope="col">{h}</th>' for h in heads)
+            + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+            + "</tbody></table></div>")
+
+
+def _costs(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every manifest entry whose key names a cost, wherever it sits."""
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            p = f"{path}.{k}" if path else str(k)
+            if "cost" in str(k).lower():
+                found.append((p, v))
+            else:
+                found += _costs(v, p)
+    return found
+
+
+def manifest_html(manifest: dict[str, Any] | None) -> str:
+    if not manifest:
+        return "<p>No manifest.json (the document has not reached a final state, or its results are gone).</p>"
+    out = []
+    timings = manifest.get("timings") or {}
+    if timings:
+        rows = []
+        for kind, t in timings.items():
+            t = t if isinstance(t, dict) else {"seconds": t}
+            stages = ", ".join(f"{e(k)} {float(v):.3f} s" for k, v in (t.get("stages") or {}).items()
+                               if isinstance(v, (int, float)))
+            seconds = t.get("seconds")
+            rows.append([e(kind), e(t.get("status", "")), e(t.get("tries", "")),
+                         f"{float(seconds):.2f}" if isinstance(seconds, (int, float)) else "", stages])
+        out.append("<h3>Timings</h3>" + _table(["Job", "Status", "Tries", "Seconds", "Stages"], rows))
+    versions = manifest.get("tool_versions") or {}
+    if versions:
+        out.append("<h3>Tool versions</h3>" + _table(["Tool", "Version"], [[e(k), e(v)] for k, v in versions.items()]))
+    costs = _costs(manifest)
+    out.append("<h3>Estimated cost</h3>" + (
+        _table(["Item", "Value"], [[e(k), f"<code>{e(json.dumps(v, ensure_ascii=False))}</code>"] for k, v in costs])
+        if costs else "<p>No cost estimate in this manifest.</p>"))
+    out.append('<details><summary>manifest.json</summary><pre class="json">'
+               + e(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True)) + "</pre></details>")
+    return "".join(out)
+
+
+def _duration(job: dict[str, Any]) -> str:
+    a, b = job.get("started_at"), job.get("stopped_at")
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return f"{(b - a).total_seconds():.2f}"
+    return ""
+
+
+def timeline_html(data: ReviewData) -> str:
+    if not data.jobs:
+        return "<p>No jobs recorded.</p>"
+    kinds = {j["id"]: j["kind"] for j in data.jobs}
+    out = []
+    for attempt in sorted({j["attempt"] for j in data.jobs}):
+        jobs = [j for j in data.jobs if j["attempt"] == attempt]
+        rows = [[e(j["kind"]), f'<span class="st st-{e(j["status"]).lower()}">{e(j["status"])}</span>', e(j["tries"]),
+                 e(j["exit_code"]), e(" ".join(x for x in (j.get("reason_code"), j.get("reason_message"),
+                                                         j.get("status_reason")) if x)),
+                 _when(j["started_at"]), _when(j["stopped_at"]), _duration(j)] for j in jobs]
+        out.append(f"<h3>Attempt {attempt}</h3>" + _table(
+            ["Job", "State", "Tries", "Exit code", "Reason", "Started", "Stopped", "Seconds"], rows))
+        ids = {j["id"] for j in jobs}
+        events = [ev for ev in data.events if ev["job_id"] in ids]
+        if events:
+            rows = [[_when(ev["received_at"]), e(kinds.get(ev["job_id"], "?")),
+                     f'<span class="st st-{e(ev["status"]).lower()}">{e(ev["status"])}</span>', e(ev["tries"]),
+                     e(ev["exit_code"]), e(ev["status_reason"])] for ev in events]
+            out.append(f'<details><summary>State changes of attempt {attempt} ({len(events)})</summary>'
+                       + _table(["Received", "Job", "State", "Try", "Exit code", "Reason"], rows, "events") + "</details>")
+    return "".join(out)
+
+
+def header_html(data: ReviewData) -> str:
+    d = data.document
+    name = str(d.get("object_key") or "").rsplit("/", 1)[-1]
+    reason = " ".join(x for x in (d.get("reason_code"), d.get("reason_message")) if x)
+    facts = [("Document", f"<code>{e(d['id'])}</code>"), ("File", e(name)),
+             ("Status", f'<span class="st st-{e(d["status"]).lower()}">{e(d["status"])}</span>'
+              + (f" ({e(reason)})" if reason else "")),
+             ("Attempt", e(d.get("attempt"))), ("Format", e(d.get("file_format"))), ("Pages", e(d.get("page_count"))),
+             ("Size", f"{int(d['size']):,} bytes" if d.get("size") is not None else ""),
+             ("Received", _when(d.get("created_at")))]
+    return "<dl class=\"facts\">" + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
+
+
+def legend_html() -> str:
+    chips = "".join(f'<li><span class="chip {ents.css_category(c)}">{e(label)}</span></li>'
+                    for c, label in ents.CATEGORY_LABELS.items())
+    chips += '<li><span class="chip attr">attribute (dose, value…)</span></li>'
+    chips += '<li><span class="chip cat-medical-condition neg">negated</span></li>'
+    boxes = ("".join(f'<li><span class="swatch box-{c}"></span>{label}</li>' for c, label in
+                     (("h", "confidence \u2265 90"), ("m", "70\u201390"), ("l", "below 70 (dotted)"),
+                      ("t", "PDF text layer (no confidence)"))))
+    return f'<ul class="legend" aria-label="Entity categories">{chips}</ul><ul class="legend" aria-label="Word boxes">{boxes}</ul>'
+
+
+def page(data: ReviewData, images: dict[int, str], renditions: dict[str, bytes]) -> str:
+    """The complete HTML document."""
+    text = data.text or ""
+    ranges = spanmod.page_ranges(text, data.pages) if (data.pages or text) else []
+    placed, left_out = spanmod.place(ents.spans(data.entities), ranges, len(text))
+    script = _asset("page.js")
+    script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+           "base-uri 'none'; form-action 'none'")
+    count = len(ranges)
+    toc = "".join(f'<li><a href="#p-{n}">{n}</a></li>' for n, _, _ in ranges)
+    parts = {
+        "csp": e(csp),
+        "title": e(f"medintake review {data.document['id'][:12]}"),
+        "style": _asset("page.css"),
+        "script": script,
+        "header": header_html(data),
+        "legend": legend_html(),
+        "toc": toc,
+        "page_count": str(count),
+        "pages": pages_html(data, images, placed),
+        "entities": ents.groups_html(data.entities, left_out),
+        "renditions": renditions_html(data, renditions),
+        "manifest": manifest_html(data.manifest),
+        "timeline": timeline_html(data),
+    }
+    # One pass over the template only: text from the document can never be taken for a slot.
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], _asset("page.html"))
