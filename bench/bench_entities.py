@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         model_predict.MODEL_PATH = args.model.resolve()
         model_predict.tagger.cache_clear()
+        local.model_categories.cache_clear()
     t0 = time.perf_counter()
     local.default_lexicon()
     load_s = time.perf_counter() - t0

@@ -239,12 +239,14 @@ def _gap_ok(text: str, a: int, b: int) -> bool:
     return "\f" not in gap and gap.count("\n") <= 1
 
 
-def match(text: str, lexicon: Lexicon, rules: bool = True, suffixes: bool = True) -> list[Span]:
+def match(text: str, lexicon: Lexicon, rules: bool = True,
+          suffixes: Iterable[str] = ("MEDICATION", "MEDICAL_CONDITION")) -> list[Span]:
     """Greedy left-to-right longest match of lexicon terms, then suffix rules on unmatched tokens.
 
-    ``rules``: suffix rules and typo-tolerant drug names; ``suffixes=False`` keeps only the latter
-    (the model already learns drug stems and disease endings from affixes).
+    ``rules``: suffix rules and typo-tolerant drug names; ``suffixes``: the categories whose suffix
+    rules apply (none where the model covers the category: it learns stems and endings from affixes).
     """
+    suffixes = frozenset(suffixes)
     toks = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text) if m.group() not in _SKIP]
     keys = [norm(t[2]) for t in toks]
     n = len(toks)
@@ -277,7 +279,9 @@ def match(text: str, lexicon: Lexicon, rules: bool = True, suffixes: bool = True
             i = best[0] + 1
             continue
         tok = toks[i][2]
-        entry = _rule_entry(tok) if rules and suffixes else None
+        entry = _rule_entry(tok) if rules else None
+        if entry is not None and entry.category not in suffixes:
+            entry = None
         if rules and entry is None and _DOSE_NEXT.match(text, toks[i][1]):
             entry = lexicon.fuzzy_drug(keys[i])  # a typo'd drug name only where a dose or sig follows
         end = toks[i][1]
@@ -386,6 +390,14 @@ def model_spans(text: str) -> list[Span]:
     return out
 
 
+@lru_cache(maxsize=1)
+def model_categories() -> frozenset[str]:
+    """The categories the shipped model tags (a build without BC5CDR knows no chemicals)."""
+    from jobs.entities.model.predict import LABELS, tagger
+
+    return frozenset(LABELS[t[2:]] for t in tagger().labels() if t[2:] in LABELS)
+
+
 def merge(model: list[Span], lexical: list[Span]) -> list[Span]:
     """Model spans, plus lexicon spans that overlap none of them (tests, anatomy, names the model missed)."""
     taken = sorted((s.begin, s.end) for s in model)
@@ -407,7 +419,9 @@ def find_spans(text: str, lexicon: Lexicon | None = None, use_model: bool = True
     Lexicon conditions are grown over modifier words and drugs over their salt before the merge
     (the model learnt its own boundaries from the training data, so its spans are left as they are).
     """
-    lexical = match(text, lexicon or default_lexicon(), suffixes=not use_model)
+    covered = model_categories() if use_model else frozenset()
+    lexical = match(text, lexicon or default_lexicon(),
+                    suffixes=[c for c in ("MEDICATION", "MEDICAL_CONDITION") if c not in covered])
     extend_conditions(text, lexical)
     lexical = extend_drugs(text, lexical)
     spans = merge(model_spans(text), lexical) if use_model else lexical
