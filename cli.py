@@ -3,6 +3,7 @@
     medintake process PATH...     files or folders -> text, entities, renditions, rows, notices
     medintake watch DIR           process files as they appear (local stand-in for upload events)
     medintake reprocess DOC_ID    a new attempt of a document
+    medintake show DOC_ID         one offline HTML page: what the pipeline saw (PHI: written 0600)
     medintake db upgrade          create or migrate the schema
 """
 from __future__ import annotations
@@ -295,6 +296,33 @@ def reprocess(ctx: click.Context, document_ids: tuple[str, ...]) -> None:
         doc = repository.get_document(settings, doc_id)
         click.echo(json.dumps({"document_id": doc_id, "attempt": doc.attempt, "status": doc.status,
                                "reason_code": doc.reason_code}))
+
+
+@main.command()
+@click.argument("document_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page. Default: <data dir>/review/<DOCUMENT_ID>.html")
+@click.option("--open", "open_it", is_flag=True, help="Open the page in the default browser.")
+@click.pass_context
+def show(ctx: click.Context, document_id: str, out: Path | None, open_it: bool) -> None:
+    """Write one offline HTML page showing what the pipeline saw in a document.
+
+    The page (pictures with word boxes, highlighted entities, renditions, manifest, job timeline)
+    holds PHI: it is written readable by you only (0600) and never uploaded.
+    """
+    from pipeline import review
+
+    settings = _settings(ctx)
+    try:
+        path = review.write(settings, document_id, out)
+    except MedintakeError as exc:
+        _fail(exc)
+    click.echo(str(path))
+    click.echo("note: the page holds PHI; it is readable by you only. Do not upload or share it.", err=True)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
 
 
 @main.group()
