@@ -121,3 +121,19 @@ def test_bio_decoding():
     toks = tokens("a b c d e")
     assert model.decode(toks, ["B-Chemical", "I-Chemical", "O", "I-Disease", "B-Disease"]) == [
         (0, 2, "Chemical"), (3, 4, "Disease"), (4, 5, "Disease")]
+
+
+def test_training_labels_line_up_with_tokens(tmp_path):
+    """The training script's reader and BIO labelling on a two-mention PubTator abstract (nothing trained)."""
+    from jobs.entities.model.train import labelled, read_pubtator
+
+    title = "Naloxone reverses hypertension."
+    path = tmp_path / "tiny.PubTator.txt"
+    path.write_text(f"1|t|{title}\n1|a|It was given.\n1\t0\t8\tNaloxone\tChemical\tD009270\n"
+                    "1\t18\t30\thypertension\tDisease\tD006973\n\n", encoding="utf-8")
+    [(pmid, text, gold)] = read_pubtator(path)
+    assert pmid == "1" and text == title + " It was given."
+    assert gold == {(0, 8, "Chemical"), (18, 30, "Disease")}
+    seqs = labelled(text, gold)
+    assert [y for _, y in seqs] == [["B-Chemical", "O", "B-Disease", "O"], ["O", "O", "O", "O"]]
+    assert all(len(x) == len(y) and all(isinstance(f, str) for fs in x for f in fs) for x, y in seqs)

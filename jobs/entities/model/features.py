@@ -14,7 +14,6 @@ from functools import lru_cache
 from jobs.entities.model.dictionary import HYPHENS, Dictionary, dictionaries, key
 from jobs.entities.model.tokenize import Token
 
-_SHAPE = [(re.compile(r"[A-Z]"), "X"), (re.compile(r"[a-z]"), "x"), (re.compile(r"\d"), "d")]
 _REPEAT = re.compile(r"(.)\1+")
 
 
