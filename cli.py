@@ -325,6 +325,37 @@ def show(ctx: click.Context, document_id: str, out: Path | None, open_it: bool) 
         webbrowser.open(path.as_uri())
 
 
+@main.command()
+@click.option("--backend", type=click.Choice(["local", "comprehendmedical"]), default=None,
+              help="Entities backend (default: the entities_backend setting).")
+@click.pass_context
+def entities(ctx: click.Context, backend: str | None) -> None:
+    """Entities of JSON lines {"id", "text"} on stdin -> {"id", "entities"} lines on stdout.
+
+    Any corpus can be scored without the rest of the pipeline: no database, no bucket. Errors name
+    the line number only (a line's text may be PHI).
+    """
+    from jobs.entities.detect import detect_entities
+
+    settings = _settings(ctx, entities_backend=backend)
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            doc_id, text = record["id"], record["text"]
+            if not isinstance(text, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise click.ClickException(f"line {number}: expected a JSON object with \"id\" and a string \"text\"") \
+                from None
+        try:
+            found = detect_entities(text, settings)["Entities"]
+        except MedintakeError as exc:
+            _fail(exc)
+        click.echo(json.dumps({"id": doc_id, "entities": found}, ensure_ascii=False))
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""

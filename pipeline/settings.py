@@ -49,6 +49,12 @@ class Settings:
     sns_topic_arn: str = ""
     aws_region: str = ""
     entities_backend: str = "local"  # local | comprehendmedical
+    # Comprehend Medical operations called per document, comma-separated; DetectEntitiesV2 gives
+    # entities.json, DetectPHI phi.json, InferICD10CM icd10cm.json, InferRxNorm rxnorm.json.
+    comprehend_operations: str = "DetectEntitiesV2"
+    comprehend_concurrency: int = 4  # requests in flight at once per document (all operations)
+    local_icd10cm: str = "on"  # local backend: icd10cm.json from the simple-icd-10-cm code set | off
+    ocr_low_confidence: float = 60.0  # entities over an OCR word below this confidence get LOW_CONFIDENCE
     ocr_languages: str = "eng"
     ocr_page_workers: int = 1  # pages OCR'd in parallel inside one extract job (match its vCPUs)
     text_engine: str = "pdfium"  # text-layer reader: pdfium (fast, column order) | pdfplumber
@@ -83,10 +89,17 @@ class Settings:
             "entities_backend": ("local", "comprehendmedical"),
             "text_engine": ("pdfium", "pdfplumber"),
             "worker_start": ("fork", "exec"),
+            "local_icd10cm": ("on", "off"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+        operations = [op.strip() for op in self.comprehend_operations.split(",") if op.strip()]
+        known = ("DetectEntitiesV2", "DetectPHI", "InferICD10CM", "InferRxNorm")
+        if "DetectEntitiesV2" not in operations or any(op not in known for op in operations):
+            raise ConfigError(f"comprehend_operations must include DetectEntitiesV2 and name only {', '.join(known)}")
+        if self.comprehend_concurrency < 1:
+            raise ConfigError("comprehend_concurrency must be at least 1")
         if self.notifier == "sns" and not self.sns_topic_arn:
             raise ConfigError("notifier=sns needs MEDINTAKE_SNS_TOPIC_ARN")
         for prefix in (self.uploads_prefix, self.results_prefix):

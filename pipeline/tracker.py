@@ -134,6 +134,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     timings: dict[str, Any] = {}
     versions: dict[str, str] = {}
+    usage: dict[str, Any] = {}
     result: dict[str, Any] = {}
     for j in jobs:
         r = j.result or {}
@@ -144,6 +145,7 @@ def build_manifest(
             **({"stages": r["timings"]} if r.get("timings") else {}),
         }
         versions.update(r.get("tool_versions", {}))
+        usage.update(r.get("usage", {}))  # billed service usage and estimated cost (entities: Comprehend Medical)
         if j.kind == "extract":
             result = r
     return {
@@ -166,5 +168,6 @@ def build_manifest(
         "language": doc.language,
         "timings": timings,
         "tool_versions": versions,
+        **({"usage": usage} if usage else {}),
         "outputs": outputs,
     }

@@ -70,7 +70,7 @@ def test_medication_with_dose_route_frequency():
     check_offsets(text, result)
     med = find(result, "metformin")
     assert (med["Category"], med["Type"]) == ("MEDICATION", "GENERIC_NAME")
-    assert attrs(med) == {"DOSAGE": "500 mg", "ROUTE_OR_MODE": "by mouth", "FREQUENCY": "twice daily",
+    assert attrs(med) == {"STRENGTH": "500 mg", "ROUTE_OR_MODE": "by mouth", "FREQUENCY": "twice daily",
                           "DURATION": "for 30 days"}
     assert med["BeginOffset"] == text.index("metformin")
     for a in med["Attributes"]:
@@ -87,7 +87,7 @@ def test_brand_name_strength_form_count():
                               "FREQUENCY": "twice a day"}
     # "Valtrex (Valacyclovir) 1000 mg": the parenthesised alias does not cut Valtrex's attributes off
     assert find(result, "Valtrex")["Type"] == "BRAND_NAME"
-    assert attrs(find(result, "Valtrex")) == {"DOSAGE": "1000 mg", "FREQUENCY": "daily"}
+    assert attrs(find(result, "Valtrex")) == {"STRENGTH": "1000 mg", "FREQUENCY": "daily"}
     assert attrs(find(result, "Valacyclovir")) == {}
     # list items separated by " - " keep their own attributes
     assert all(a["EndOffset"] <= text.index("- Valtrex") for a in prograf["Attributes"])
@@ -122,7 +122,7 @@ def test_typo_in_drug_name_only_with_dose_evidence():
     result = detect_entities(text, LOCAL)
     typo = find(result, "porgraf")
     assert typo["Category"] == "MEDICATION" and "LOW_CONFIDENCE" in traits(typo)
-    assert attrs(typo) == {"DOSAGE": "3mg", "FREQUENCY": "bid"}
+    assert attrs(typo) == {"STRENGTH": "3mg", "FREQUENCY": "bid"}
     assert "program" not in {e["Text"] for e in result["Entities"]}
 
 
@@ -202,7 +202,7 @@ def test_offsets_across_page_breaks():
     lis = by_text["Lisinopril"]
     assert text.count("\f", 0, lis["BeginOffset"]) == 1  # on page 2
     assert lis["BeginOffset"] == len(pages[0]) + 1 + pages[1].index("Lisinopril")
-    assert attrs(lis) == {"DOSAGE": "10 mg", "ROUTE_OR_MODE": "PO", "FREQUENCY": "daily"}
+    assert attrs(lis) == {"STRENGTH": "10 mg", "ROUTE_OR_MODE": "PO", "FREQUENCY": "daily"}
     assert text.count("\f", 0, by_text["hypertension"]["BeginOffset"]) == 3
     assert "chest\fpain" not in by_text  # a term never spans two pages
     assert "NEGATION" in traits(by_text["chest pain"])
@@ -212,7 +212,7 @@ def test_non_ascii_text_offsets():
     text = "Patient\u2019s na\u00efve caf\u00e9 note \u2014 taking ibuprofen 200\u00a0mg PO q6h \U0001F600 for headache."
     result = detect_entities(text, LOCAL)
     check_offsets(text, result)
-    assert attrs(find(result, "ibuprofen")) == {"DOSAGE": "200\u00a0mg", "ROUTE_OR_MODE": "PO", "FREQUENCY": "q6h"}
+    assert attrs(find(result, "ibuprofen")) == {"STRENGTH": "200\u00a0mg", "ROUTE_OR_MODE": "PO", "FREQUENCY": "q6h"}
 
 
 @pytest.mark.parametrize("text", ["", "   \n\f\f  "])

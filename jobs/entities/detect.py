@@ -1,11 +1,19 @@
-"""The entities stage: medical entities of a document's text in Comprehend Medical's shape.
+"""The entities stage: medical entities of a document's text in Comprehend Medical's shapes.
 
-``detect_entities`` is what the job runner calls. It picks the backend from
-``settings.entities_backend``: "local" (the embedded default: lexicons and rules, no network) or
-"comprehendmedical" (Amazon Comprehend Medical DetectEntitiesV2, with request splitting). Both
-return the same DetectEntitiesV2 response shape, with offsets into the given text, so entities.json
-and the database rows do not depend on the backend. Backends are imported lazily: the dispatcher
-must not pay for boto3 when it runs locally.
+``analyse`` is what the entities job calls; ``detect_entities`` is the DetectEntitiesV2 part alone
+(the CLI's ``medintake entities`` and the tests use it). The backend comes from
+``settings.entities_backend``:
+
+- "local" (the embedded default, no network): the local extractor (jobs.entities.local), then the
+  rule modules for test values, PHI and time expressions (jobs.entities.enrich), then ICD-10-CM
+  codes for its conditions (jobs.entities.icd10, setting ``local_icd10cm``);
+- "comprehendmedical": Amazon Comprehend Medical, every operation of ``comprehend_operations``
+  (jobs.entities.comprehend), with request splitting, retries and billed units.
+
+Both give DetectEntitiesV2's response shape with offsets into the given text, so entities.json and
+the database rows do not depend on the backend; the other operations' responses keep their own
+shapes (InferICD10CM, InferRxNorm, DetectPHI). Backends are imported lazily: the dispatcher must
+not pay for boto3 or the code set.
 
 No PHI leaves this module in logs or errors: only counts, sizes and codes.
 """
@@ -13,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
@@ -26,22 +36,65 @@ ENTITY_KEYS = ("Id", "BeginOffset", "EndOffset", "Score", "Text", "Category", "T
 ATTRIBUTE_KEYS = ("Type", "Score", "RelationshipScore", "RelationshipType", "Id", "BeginOffset", "EndOffset",
                   "Text", "Category", "Traits")
 
+# Output file (beside entities.json) of each operation other than DetectEntitiesV2.
+FILES = {"InferICD10CM": "icd10cm.json", "InferRxNorm": "rxnorm.json", "DetectPHI": "phi.json"}
+
+
+@dataclass
+class Analysis:
+    """What the stage found: entities.json's response, the other operations' responses, the bill."""
+
+    entities: dict
+    others: dict[str, dict] = field(default_factory=dict)  # operation -> response (see FILES)
+    billing: dict[str, Any] | None = None  # comprehendmedical only
+    low_confidence: int = 0  # entities marked LOW_CONFIDENCE from OCR word confidences
+
+
+def analyse(text: str, settings: Settings, low_confidence: Any = None) -> Analysis:
+    """Every configured operation over ``text``; ``low_confidence`` (ocr_confidence.LowConfidence) marks traits."""
+    backend = settings.entities_backend
+    started = time.perf_counter()
+    marked = 0
+    if backend == "local":
+        from jobs.entities.enrich import enrich
+        from jobs.entities.local import extract
+
+        entities = enrich(text, extract(text))
+        entities.setdefault("UnmappedAttributes", [])
+        if low_confidence is not None:
+            marked = low_confidence.mark(entities)
+        others: dict[str, dict] = {}
+        if settings.local_icd10cm == "on":
+            from jobs.entities.icd10 import infer_icd10cm
+
+            others["InferICD10CM"] = infer_icd10cm(entities)  # traits (LOW_CONFIDENCE too) carried over
+        result = Analysis(entities, others, None, marked)
+    elif backend == "comprehendmedical":
+        from jobs.entities.comprehend import analyse as comprehend_analyse
+
+        responses, billing = comprehend_analyse(text, settings)
+        entities = responses.pop("DetectEntitiesV2")
+        entities.setdefault("UnmappedAttributes", [])
+        if low_confidence is not None:
+            marked = low_confidence.mark(entities)
+            for op in ("InferICD10CM", "DetectPHI"):  # InferRxNorm's traits have no LOW_CONFIDENCE
+                if op in responses:
+                    low_confidence.mark(responses[op])
+        result = Analysis(entities, responses, billing, marked)
+    else:
+        raise ConfigError("entities_backend must be one of local, comprehendmedical")
+    log.info("entities: backend=%s chars=%d entities=%d low_confidence=%d operations=%d seconds=%.3f", backend,
+             len(text), len(result.entities["Entities"]), marked, 1 + len(result.others),
+             time.perf_counter() - started)
+    return result
+
 
 def detect_entities(text: str, settings: Settings) -> dict:
     """Entities of ``text`` as a DetectEntitiesV2 response dict (Entities, UnmappedAttributes, ModelVersion)."""
-    backend = settings.entities_backend
-    started = time.perf_counter()
-    if backend == "local":
-        from jobs.entities.local import extract
-
-        result = extract(text)
-    elif backend == "comprehendmedical":
+    if settings.entities_backend == "comprehendmedical":
         from jobs.entities.comprehend import detect_entities_v2
 
         result = detect_entities_v2(text, settings)
-    else:
-        raise ConfigError("entities_backend must be one of local, comprehendmedical")
-    result.setdefault("UnmappedAttributes", [])
-    log.info("entities: backend=%s chars=%d entities=%d seconds=%.3f", backend, len(text),
-             len(result["Entities"]), time.perf_counter() - started)
-    return result
+        result.setdefault("UnmappedAttributes", [])
+        return result
+    return analyse(text, settings.replace(local_icd10cm="off")).entities

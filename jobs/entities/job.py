@@ -1,4 +1,12 @@
-"""The entities job: text.txt -> entities.json (DetectEntitiesV2 shape) and the entity rows."""
+"""The entities job: text.txt (+ pages.json) -> entities.json, icd10cm.json... and the entity rows.
+
+Outputs under results/<id>/: ``entities.json`` (DetectEntitiesV2 shape) always; ``icd10cm.json``
+(InferICD10CM shape) from the local code set or the service; ``rxnorm.json`` (InferRxNorm) and
+``phi.json`` (DetectPHI) when the Comprehend Medical backend is asked for them. pages.json is read
+for OCR word confidences (LOW_CONFIDENCE traits); a document without it is processed all the same.
+The result dict carries ``usage`` (billed units and estimated cost of Comprehend Medical), which the
+tracker copies into manifest.json.
+"""
 from __future__ import annotations
 
 import json
@@ -12,14 +20,16 @@ from pipeline.models import Entity
 
 def run(ctx: JobContext) -> dict[str, Any]:
     """Run the stage on this attempt's input; store its outputs and rows; return the manifest part."""
-    from jobs.entities.detect import detect_entities
+    from jobs.entities.detect import FILES, analyse
 
     t0 = time.perf_counter()
     text = ctx.store.get_bytes(ctx.prefix + "text.txt").decode("utf-8")
-    response = detect_entities(text, ctx.settings)
-    path = ctx.work / "entities.json"
-    path.write_text(json.dumps(response, ensure_ascii=False, indent=1), encoding="utf-8")
-    outputs = {"entities": ctx.upload("entities.json", path, "application/json")}
+    analysis = analyse(text, ctx.settings, _low_confidence(ctx))
+    response = analysis.entities
+    outputs = {"entities": _write(ctx, "entities.json", response)}
+    for op, other in sorted(analysis.others.items()):
+        name = FILES[op]
+        outputs[name.removesuffix(".json")] = _write(ctx, name, other)
     repository.replace_entities(
         ctx.settings,
         ctx.document_id,
@@ -28,9 +38,31 @@ def run(ctx: JobContext) -> dict[str, Any]:
                 traits=e.get("Traits", []), attributes=e.get("Attributes", []))
          for i, e in enumerate(response.get("Entities", []))],
     )
-    return {
+    result: dict[str, Any] = {
         "outputs": outputs,
         "entities": len(response.get("Entities", [])),
+        "low_confidence_entities": analysis.low_confidence,
         "timings": {"entities": round(time.perf_counter() - t0, 3)},
-        "tool_versions": {"entities": str(response.get("ModelVersion", ""))},
+        "tool_versions": {"entities": str(response.get("ModelVersion", "")),
+                          **{f"entities_{op}": str(o.get("ModelVersion", "")) for op, o in analysis.others.items()}},
     }
+    if analysis.billing is not None:
+        result["usage"] = {"comprehendmedical": analysis.billing}
+    return result
+
+
+def _write(ctx: JobContext, name: str, payload: dict) -> str:
+    path = ctx.work / name
+    path.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+    return ctx.upload(name, path, "application/json")
+
+
+def _low_confidence(ctx: JobContext) -> Any:
+    """Low-confidence OCR words of this document (None without pages.json: nothing to mark)."""
+    from jobs.entities.ocr_confidence import LowConfidence
+
+    try:
+        pages = json.loads(ctx.store.get_bytes(ctx.prefix + "pages.json").decode("utf-8"))
+    except KeyError:
+        return None
+    return LowConfidence.from_pages(pages, ctx.settings.ocr_low_confidence)

@@ -39,7 +39,10 @@ _PATTERNS = [
                  rf"|{_NUM}\s*%"),
     ("COUNT", rf"{_WORDNUM}\s*\(\s*{_RANGE}\s*\)(?:\s*{_FORMWORD})?|(?:{_RANGE}|{_WORDNUM})\s*{_FORMWORD}"),
     ("AMOUNT", rf"{_RANGE}\s*{_UNIT}"),
-    ("DURATION", rf"(?:for|x|\u00d7)\s*(?:{_RANGE}|{_WORDNUM}|a|an)\s*(?:more\s+)?(?:days?|weeks?|wks?|months?|mos?|doses?)"),
+    ("DURATION", rf"(?:(?:for|x|\u00d7)\s*(?:the\s+next\s+|another\s+)?(?:{_RANGE}|{_WORDNUM}|a|an)\s*(?:more\s+)?"
+                 rf"(?:days?|d|weeks?|wks?|w|months?|mos?|doses?)"
+                 rf"|(?:{_RANGE}|{_WORDNUM})[- ](?:day|week|month)\s+(?:course|supply|taper)"
+                 rf"|until\s+(?:finished|gone|complete|follow[- ]up|further notice))"),
     ("FREQUENCY", r"(?:once|twice|thrice|one time|two times|three times|four times|\d+\s*times?|\d+\s*x)\s*"
                   r"(?:a|per|each|every)?\s*(?:day|daily|week|weekly|month|night|hour)s?"
                   r"|every\s+(?:other\s+)?(?:\d+(?:\s*(?:-|to)\s*\d+)?\s*)?(?:hours?|hrs?|h|days?|weeks?|months?|minutes?"
@@ -63,14 +66,18 @@ _PATTERNS = [
 _MED_ATTR = re.compile(
     r"(?<![\w.])(?:" + "|".join(f"(?P<{name}>{pat})" for name, pat in _PATTERNS) + r")(?![\w])", re.I)
 _LIST_ITEM = re.compile(r"\s[-*\u2022]\s")
+_ATTACHED = re.compile(r"[ \t]*(?:\((?:[^()\n]{1,40})\)[ \t]*)?[:,]?[ \t]*")  # name, (alias), amount
 _MED_WINDOW = 150  # characters after the drug name searched for its attributes
 
 
 def medication_attributes(text: str, start: int, limit: int, ctx: "Context") -> list[Attr]:
     """Attributes between the end of a drug name and the next drug, sentence end or 150 characters.
 
-    "500 mg" is DOSAGE unless the same window also has a count ("1 mg Cap 3 capsules"): then the
-    amount is the STRENGTH of one unit and the count is the DOSAGE, as in medication lists.
+    An amount written right after the name ("metformin 500 mg", "Prograf 1 mg Cap") names the
+    product, so it is its STRENGTH; so is any amount when the window also has a count ("1 mg Cap
+    3 capsules": the count is the DOSAGE). An amount standing apart from the name ("metformin:
+    take 500 mg") is the DOSAGE. Comprehend Medical labels a lone amount either way in its own
+    examples; the acceptance test of issue 8 asks STRENGTH for "metformin 500 mg PO BID".
     """
     stop = min(limit, ctx.scope_end(start), start + _MED_WINDOW)
     item = _LIST_ITEM.search(text, start, stop)  # "... daily - Os Cal D 500mg": next list item
@@ -86,7 +93,7 @@ def medication_attributes(text: str, start: int, limit: int, ctx: "Context") -> 
         if kind == "COUNT":
             typ = "DOSAGE"
         elif kind == "AMOUNT":
-            typ = "STRENGTH" if has_count else "DOSAGE"
+            typ = "STRENGTH" if has_count or _ATTACHED.fullmatch(text, start, b) else "DOSAGE"
         else:
             typ = kind
         out.append(Attr(typ, b, e, typ))
@@ -124,6 +131,7 @@ _BREAK = re.compile(
 _FAMILY = re.compile(
     r"\b(?:family history|family hx|fhx|fh|mother|father|mom|dad|sisters?|brothers?|siblings?|aunt|uncle"
     r"|grandmother|grandfather|grandparents?|parents?|cousin|daughters?|sons?|maternal|paternal)\b", re.I)
+_FAMILY_BREAK = re.compile(r"\b(?:patient|pt|the patient himself|the patient herself)\b", re.I)  # back to the patient
 _PAST = re.compile(r"\b(?:history of|hx of|h/o|s/p|status post|previous|prior|past|remote)\b", re.I)
 _HYPO = re.compile(
     r"\b(?:if|in case|should|watch for|monitor for|look out for|at risk for|risk of|prevent|prevention)\b", re.I)
@@ -174,7 +182,7 @@ class Context:
             return out
         section = self.section(begin)
         prefix = text[prefix_start:begin]
-        if section == "family" or _near(prefix, _FAMILY, 12):
+        if section == "family" or _near(prefix, _FAMILY, 12, _FAMILY_BREAK):
             out["PERTAINS_TO_FAMILY"] = 0.8
         elif "NEGATION" not in out and (section == "past" or _near(prefix, _PAST, 6)):
             out["PAST_HISTORY"] = 0.7
@@ -188,7 +196,7 @@ class Context:
         text = self.text
         for m in reversed(list(_NEG_PRE.finditer(text, a, begin))):
             between = text[m.end():begin]
-            if len(_WORD.findall(between)) > _NEG_WINDOW:
+            if len(_WORD.findall(between)) > _NEG_WINDOW and not _in_list(between):
                 break
             if _BREAK.search(between) or _ANSWERED.match(between):
                 break
@@ -199,11 +207,28 @@ class Context:
         return _NEG_POST.match(text, end, stop) is not None
 
 
-def _near(prefix: str, pattern: re.Pattern[str], max_words: int) -> bool:
+def _near(prefix: str, pattern: re.Pattern[str], max_words: int, extra_break: re.Pattern[str] | None = None) -> bool:
     """Does ``pattern`` occur in ``prefix`` at most ``max_words`` words before its end, unbroken?"""
     for m in reversed(list(pattern.finditer(prefix))):
         between = prefix[m.end():]
         if len(_WORD.findall(between)) > max_words:
             return False
+        if extra_break is not None and extra_break.search(between):
+            return False
         return _BREAK.search(between) is None
     return False
+
+
+_LIST_SEP = re.compile(r"\s*(?:,|/|\bor\b|\band\b|\bnor\b)\s*", re.I)
+
+
+def _in_list(between: str) -> bool:
+    """"Denies fever, chills, nausea, vomiting or dysuria": a list of short items keeps the negation.
+
+    NegEx's word window would stop after five or six words; ConText lets the scope run on
+    through a list, so each item (at most four words) stays in scope, up to twelve items.
+    """
+    items = [i for i in _LIST_SEP.split(between) if i.strip()]
+    if len(items) > 12 or len(_LIST_SEP.findall(between)) < 2:
+        return False
+    return all(len(_WORD.findall(i)) <= 4 for i in items)

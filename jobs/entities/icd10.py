@@ -1,0 +1,204 @@
+"""ICD-10-CM codes for conditions, locally, in InferICD10CM's response shape.
+
+Why this way: the code set comes from the ``simple-icd-10-cm`` package (the CMS ICD-10-CM tabular
+list, MIT licence), installed with medintake, so nothing is downloaded at run time. A condition's
+words are matched against every billable (leaf) code's description and its inclusion terms
+("hypertension (arterial) (benign) (essential) ..." under I10; "diabetes NOS" under E11, given to
+E11.9, the unspecified child of the category that lists it):
+
+- words in parentheses are ICD-10-CM's non-essential modifiers: they may match, they are not needed;
+- "unspecified", "without complications", "NOS" say "nothing more is known", so a mention with
+  nothing more ("type 2 diabetes mellitus") is best coded by the code that says so (E11.9);
+- each word weighs its inverse document frequency over the descriptions, so "diabetes" counts
+  more than "disease"; score = (share of the mention's weight found) x sqrt(share of the code's
+  required weight found), at most five concepts per condition, best first, as Comprehend returns.
+
+The index is built once per process on first use (about two seconds with the package's own
+load) and never on the dispatcher's path.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+
+MODEL_VERSION = "medintake-icd10cm-1.0"
+MAX_CONCEPTS = 5
+MIN_SCORE = 0.35
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("of the and or in to by a an as at on for due from other its".split())
+_NEUTRAL = frozenset("unspecified without complication complications nos not otherwise elsewhere classified "
+                     "site specified organism female male".split())
+_ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4"}
+# Clinical shorthand -> ICD-10-CM wording (whole mention, lower-cased).
+_EXPAND = {
+    "htn": "hypertension", "high blood pressure": "hypertension", "dm": "diabetes mellitus",
+    "t2dm": "type 2 diabetes mellitus", "dm2": "type 2 diabetes mellitus", "dm ii": "type 2 diabetes mellitus",
+    "niddm": "type 2 diabetes mellitus", "t1dm": "type 1 diabetes mellitus", "dm1": "type 1 diabetes mellitus",
+    "iddm": "type 1 diabetes mellitus", "copd": "chronic obstructive pulmonary disease", "chf": "heart failure",
+    "congestive heart failure": "heart failure", "cad": "atherosclerotic heart disease of native coronary artery",
+    "coronary artery disease": "atherosclerotic heart disease of native coronary artery",
+    "mi": "myocardial infarction", "heart attack": "myocardial infarction", "afib": "atrial fibrillation",
+    "a fib": "atrial fibrillation", "af": "atrial fibrillation", "ckd": "chronic kidney disease",
+    "uti": "urinary tract infection", "gerd": "gastro-esophageal reflux disease",
+    "acid reflux": "gastro-esophageal reflux disease", "cva": "cerebral infarction", "stroke": "cerebral infarction",
+    "dvt": "deep vein thrombosis", "pe": "pulmonary embolism", "osa": "obstructive sleep apnea",
+    "bph": "benign prostatic hyperplasia", "high cholesterol": "hypercholesterolemia", "sob": "shortness of breath",
+    "aki": "acute kidney failure", "acute renal failure": "acute kidney failure", "arf": "acute kidney failure",
+    "ra": "rheumatoid arthritis", "oa": "osteoarthritis", "ibs": "irritable bowel syndrome", "hld": "hyperlipidemia",
+    "tia": "transient cerebral ischemic attack", "pna": "pneumonia", "hypothyroid": "hypothyroidism",
+}
+# Spelling variants: British -> American as in the code set, and adjectives -> nouns used there.
+_VARIANTS = {"haemorrhage": "hemorrhage", "anaemia": "anemia", "oedema": "edema", "oesophageal": "esophageal",
+             "oesophagitis": "esophagitis", "diarrhoea": "diarrhea", "ischaemic": "ischemic",
+             "haematuria": "hematuria", "leukaemia": "leukemia", "paediatric": "pediatric", "diabetic": "diabetes",
+             "hypertensive": "hypertensive", "renal": "kidney", "oesophagus": "esophagus", "gastroesophageal":
+             "gastro esophageal", "faecal": "fecal", "cancer": "malignant neoplasm",
+             "carcinoma": "malignant neoplasm", "tumor": "neoplasm", "tumour": "neoplasm"}
+
+
+@dataclass(frozen=True)
+class _Term:
+    code: str
+    required: frozenset[str]
+    optional: frozenset[str]
+    neutral: bool  # the wording says "nothing more is known"
+
+
+def _tokens(text: str) -> list[str]:
+    out: list[str] = []
+    words = _WORD.findall(text.lower())
+    for i, w in enumerate(words):
+        w = _VARIANTS.get(w, w)
+        for part in w.split():
+            if part in _ROMAN and i > 0 and words[i - 1] == "type":
+                part = _ROMAN[part]
+            if len(part) > 4 and part.endswith("s") and not part.endswith(("ss", "us", "is")):
+                part = part[:-1]
+            out.append(part)
+    return out
+
+
+def _term(code: str, wording: str) -> _Term:
+    """Required and optional (parenthesised) words of one description or inclusion term."""
+    optional = set(_tokens(" ".join(re.findall(r"\(([^)]*)\)", wording))))
+    words = set(_tokens(re.sub(r"\([^)]*\)", " ", wording)))
+    neutral = bool(words & _NEUTRAL)
+    required = frozenset(words - _STOP - _NEUTRAL)
+    return _Term(code, required, frozenset(optional - required - _STOP - _NEUTRAL), neutral)
+
+
+class Index:
+    """Every leaf code's wordings, an inverted index over their words, and word weights."""
+
+    def __init__(self, items: list[tuple[str, str]], descriptions: dict[str, str]) -> None:
+        self.descriptions = descriptions
+        self.terms = [t for t in (_term(c, w) for c, w in items) if t.required]
+        self.postings: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(self.terms):
+            for w in t.required | t.optional:
+                self.postings[w].append(i)
+        n = len(self.terms)
+        self.idf = {w: math.log(1 + n / len(p)) for w, p in self.postings.items()}
+
+    def weight(self, words: set[str] | frozenset[str]) -> float:
+        return sum(self.idf.get(w, 0.0) for w in words)
+
+    def lookup(self, mention: str) -> list[dict]:
+        """ICD10CMConcepts for a condition mention: up to five {Code, Description, Score}, best first."""
+        text = _EXPAND.get(mention.lower().strip(), mention)
+        query = {w for w in _tokens(text) if w not in _STOP and w not in _NEUTRAL}
+        known = {w for w in query if w in self.postings}
+        if not known:
+            return []
+        q_weight = self.weight(query)
+        candidates: set[int] = set()
+        for w in sorted(known, key=lambda w: len(self.postings[w])):
+            if len(self.postings[w]) <= 4000 or not candidates:
+                candidates.update(self.postings[w])
+        best: dict[str, float] = {}
+        for i in candidates:
+            t = self.terms[i]
+            found = query & (t.required | t.optional)
+            cover_q = self.weight(found) / q_weight
+            cover_r = self.weight(query & t.required) / (self.weight(t.required) or 1.0)
+            score = cover_q * math.sqrt(cover_r) + (0.01 if t.neutral else 0.0)
+            if score > best.get(t.code, 0.0):
+                best[t.code] = score
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1], len(self.descriptions[kv[0]]), kv[0]))
+        return [{"Code": c, "Description": self.descriptions[c], "Score": round(min(1.0, s), 4)}
+                for c, s in ranked[:MAX_CONCEPTS] if s >= MIN_SCORE]
+
+
+@lru_cache(maxsize=1)
+def default_index() -> Index:
+    """The index over simple-icd-10-cm's code set, chapters A00-T88 (conditions and injuries)."""
+    import simple_icd_10_cm as cm
+
+    descriptions: dict[str, str] = {}
+    items: list[tuple[str, str]] = []
+    for code in cm.get_all_codes(True):
+        if not code[:1].isalpha() or code[0] > "T" or "-" in code:
+            continue  # chapters and blocks; V-Z are external causes and encounter reasons
+        if cm.is_leaf(code):
+            descriptions[code] = cm.get_description(code)
+            items.append((code, descriptions[code]))
+            items += [(code, w) for w in cm.get_inclusion_term(code) + cm.get_includes(code)]
+        else:
+            extra = cm.get_inclusion_term(code) + cm.get_includes(code)
+            target = _unspecified_leaf(cm, code) if extra else None
+            if target is not None:
+                items += [(target, w) for w in extra]
+    return Index(items, descriptions)
+
+
+def _unspecified_leaf(cm: object, code: str) -> str | None:
+    """The leaf under ``code`` that says "without complications" or is "..., unspecified" (E11 -> E11.9)."""
+    found: list[tuple[int, int, str]] = []
+    for child in cm.get_descendants(code):  # type: ignore[attr-defined]
+        if cm.is_leaf(child):  # type: ignore[attr-defined]
+            d = cm.get_description(child).lower()  # type: ignore[attr-defined]
+            if "without complications" in d:
+                found.append((0, len(d), child))
+            elif d.endswith(", unspecified") or d.startswith("unspecified "):
+                found.append((1, len(d), child))
+    return min(found)[2] if found else None
+
+
+# InferICD10CM's narrower enums (botocore's model): other traits and attributes are left out.
+_TRAITS = frozenset({"NEGATION", "DIAGNOSIS", "SIGN", "SYMPTOM", "PERTAINS_TO_FAMILY", "HYPOTHETICAL",
+                     "LOW_CONFIDENCE"})
+_ATTR_CATEGORY = {"ACUITY": "DX_NAME", "DIRECTION": "DX_NAME", "SYSTEM_ORGAN_SITE": "DX_NAME", "QUALITY": "DX_NAME",
+                  "QUANTITY": "DX_NAME", "TIME_TO_DX_NAME": "TIME_EXPRESSION", "TIME_EXPRESSION": "TIME_EXPRESSION"}
+
+
+def infer_icd10cm(entities_response: dict, index: Index | None = None) -> dict:
+    """An InferICD10CM response for the MEDICAL_CONDITION entities of a DetectEntitiesV2 response."""
+    index = index or default_index()
+    out = []
+    next_id = 0
+    for e in entities_response.get("Entities", []):
+        if e.get("Category") != "MEDICAL_CONDITION":
+            continue
+        acuity = " ".join(a["Text"] for a in e.get("Attributes", []) if a["Type"] == "ACUITY")
+        concepts = index.lookup(f"{acuity} {e['Text']}".strip())
+        if acuity and not concepts:
+            concepts = index.lookup(e["Text"])
+        eid = next_id
+        next_id += 1
+        attrs = []
+        for a in e.get("Attributes", []):
+            if a["Type"] in _ATTR_CATEGORY:
+                attrs.append({"Type": a["Type"], "Score": a["Score"], "RelationshipScore": a.get("RelationshipScore", 0.8),
+                              "Id": next_id, "BeginOffset": a["BeginOffset"], "EndOffset": a["EndOffset"],
+                              "Text": a["Text"], "Traits": [], "Category": _ATTR_CATEGORY[a["Type"]],
+                              "RelationshipType": "OVERLAP"})
+                next_id += 1
+        out.append({
+            "Id": eid, "Text": e["Text"], "Category": "MEDICAL_CONDITION", "Type": "DX_NAME", "Score": e["Score"],
+            "BeginOffset": e["BeginOffset"], "EndOffset": e["EndOffset"], "Attributes": attrs,
+            "Traits": [t for t in e.get("Traits", []) if t["Name"] in _TRAITS], "ICD10CMConcepts": concepts,
+        })
+    return {"Entities": out, "ModelVersion": MODEL_VERSION}
