@@ -57,6 +57,7 @@ def confidence_class(conf: Any) -> str:
 def word_boxes(page: dict[str, Any]) -> list[Any]:
     """[left %, top %, width %, height %, class, title] per word (None for a word without a box)."""
     width, height = float(page.get("width") or 0), float(page.get("height") or 0)
+    layer = page.get("source") == "text-layer"  # its "confidence" is a constant, not a measurement
     out: list[Any] = []
     for w in page.get("words") or []:
         box = w.get("bbox")
@@ -65,9 +66,9 @@ def word_boxes(page: dict[str, Any]) -> list[Any]:
             continue
         x0, y0, x1, y1 = (float(v) for v in box)
         conf = w.get("confidence")
-        title = f"{w.get('text', '')} ({conf:.0f}%)" if conf is not None else str(w.get("text", ""))
+        title = f"{w.get('text', '')} ({conf:.0f}%)" if conf is not None and not layer else str(w.get("text", ""))
         out.append([round(100 * x0 / width, 4), round(100 * y0 / height, 4), round(100 * (x1 - x0) / width, 4),
-                    round(100 * (y1 - y0) / height, 4), confidence_class(conf), title])
+                    round(100 * (y1 - y0) / height, 4), "t" if layer else confidence_class(conf), title])
     return out
 
 
