@@ -401,3 +401,49 @@ def test_detect_entities_dispatches_to_comprehend(monkeypatch):
 def test_make_client_rejects_region_without_the_service():
     with pytest.raises(ConfigError):
         comprehend.make_client("eu-south-9")
+
+
+# --- issue 8: the acceptance phrases and the ConText-style rules -------------------------------
+def test_issue_phrases_negation_family_and_medication_attributes():
+    denies = detect_entities("Patient denies chest pain", LOCAL)
+    assert "NEGATION" in traits(find(denies, "chest pain"))
+    family = detect_entities("mother had breast cancer", LOCAL)
+    assert "PERTAINS_TO_FAMILY" in traits(find(family, "breast cancer"))
+    assert "NEGATION" not in traits(find(family, "breast cancer"))
+    text = "metformin 500 mg PO BID"
+    med = find(detect_entities(text, LOCAL), "metformin")
+    assert attrs(med) == {"STRENGTH": "500 mg", "ROUTE_OR_MODE": "PO", "FREQUENCY": "BID"}
+
+
+def test_amount_apart_from_the_name_is_dosage_and_duration_form_forms():
+    text = "Amoxicillin: take 500 mg three times a day x7d. Prednisone 10 mg tablet PO daily, 5-day course."
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    assert attrs(find(result, "Amoxicillin")) == {"DOSAGE": "500 mg", "FREQUENCY": "three times a day",
+                                                  "DURATION": "x7d"}
+    assert attrs(find(result, "Prednisone")) == {"STRENGTH": "10 mg", "FORM": "tablet", "ROUTE_OR_MODE": "PO",
+                                                 "FREQUENCY": "daily", "DURATION": "5-day course"}
+
+
+@pytest.mark.parametrize("text,surface,expected,absent", [
+    # a negated list runs past NegEx's six-word window, item by item
+    ("Denies fever, chills, night sweats, nausea, diarrhea, abdominal pain or dysuria.", "dysuria",
+     {"NEGATION"}, set()),
+    # a long sentence without a list still ends the scope
+    ("No fever today and the patient was walking in the garden with her grandson when she had a seizure.",
+     "seizure", set(), {"NEGATION"}),
+    # the family cue stops where the sentence returns to the patient
+    ("Mother was diagnosed with breast cancer at 45 and the patient has asthma.", "asthma", set(),
+     {"PERTAINS_TO_FAMILY"}),
+    ("Mother was diagnosed with breast cancer at 45 and the patient has asthma.", "breast cancer",
+     {"PERTAINS_TO_FAMILY"}, set()),
+    ("No family history of colon cancer.", "colon cancer", {"NEGATION", "PERTAINS_TO_FAMILY"}, set()),
+    ("Past history of stroke.", "stroke", {"PAST_HISTORY"}, {"NEGATION"}),
+    ("If chest pain recurs, return to the emergency department.", "chest pain", {"HYPOTHETICAL"}, {"NEGATION"}),
+    ("Possible pneumonia on the film.", "pneumonia", {"LOW_CONFIDENCE"}, {"NEGATION"}),
+])
+def test_context_traits(text, surface, expected, absent):
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    got = traits(find(result, surface))
+    assert expected <= got and not (absent & got), got

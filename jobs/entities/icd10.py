@@ -135,7 +135,11 @@ class Index:
 @lru_cache(maxsize=1)
 def default_index() -> Index:
     """The index over simple-icd-10-cm's code set, chapters A00-T88 (conditions and injuries)."""
-    import simple_icd_10_cm as cm
+    import warnings
+
+    with warnings.catch_warnings():  # the package reads its data with importlib.resources' legacy calls
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import simple_icd_10_cm as cm
 
     descriptions: dict[str, str] = {}
     items: list[tuple[str, str]] = []

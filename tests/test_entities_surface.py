@@ -1,0 +1,229 @@
+"""The rest of Comprehend Medical's surface in the local backend: PHI, test values, time expressions,
+ICD-10-CM codes, LOW_CONFIDENCE from OCR words, and the ``medintake entities`` command.
+
+Every person, address, number and address in these texts is made up.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+from botocore.validate import ParamValidator
+from click.testing import CliRunner
+from conftest import FILES, REPO
+
+import cli
+from jobs.entities import icd10
+from jobs.entities.detect import analyse, detect_entities
+from jobs.entities.ocr_confidence import LowConfidence
+from pipeline.settings import Settings
+
+LOCAL = Settings(entities_backend="local")
+
+LETTER = (
+    "Riverside Family Clinic, 12 Harbor Street, Springfield, IL 62704\n"
+    "Tel (555) 201-3344   Fax 555-201-3345   https://clinic.example/portal\n"
+    "Patient: Jane Q. Sample   DOB: 03/14/1962   MRN: 00482913   Insurance ID: XQZ123456789\n"
+    "\n"
+    "Dear Dr. Alan Fictive,\n"
+    "Mrs. Sample is a 61-year-old retired teacher seen on March 3, 2024. She reports chest pain for the past\n"
+    "two weeks. HbA1c 7.2 %, creatinine 1.1 mg/dL. Started lisinopril 10 mg daily 3 days ago.\n"
+    "Questions: a.fictive@clinic.example\n"
+)
+
+
+def _model(op: str):
+    client = boto3.client("comprehendmedical", region_name="us-east-1")
+    return client.meta.service_model.operation_model(op).output_shape
+
+
+def check_offsets(text: str, response: dict) -> None:
+    ids = []
+    for e in response["Entities"]:
+        assert text[e["BeginOffset"]:e["EndOffset"]] == e["Text"]
+        ids.append(e["Id"])
+        for a in e.get("Attributes", []):
+            assert text[a["BeginOffset"]:a["EndOffset"]] == a["Text"]
+            ids.append(a["Id"])
+    assert len(ids) == len(set(ids))
+
+
+def phi_of(response: dict) -> set[tuple[str, str]]:
+    return {(e["Type"], e["Text"]) for e in response["Entities"] if e["Category"] == "PROTECTED_HEALTH_INFORMATION"}
+
+
+# --- PHI ------------------------------------------------------------------------------------------
+def test_phi_types_on_a_fabricated_letter():
+    result = detect_entities(LETTER, LOCAL)
+    check_offsets(LETTER, result)
+    found = phi_of(result)
+    expected = {
+        ("ADDRESS", "12 Harbor Street, Springfield, IL 62704"),
+        ("PHONE_OR_FAX", "(555) 201-3344"), ("PHONE_OR_FAX", "555-201-3345"),
+        ("URL", "https://clinic.example/portal"),
+        ("NAME", "Jane Q. Sample"), ("DATE", "03/14/1962"), ("ID", "00482913"), ("ID", "XQZ123456789"),
+        ("NAME", "Alan Fictive"), ("NAME", "Sample"), ("AGE", "61"), ("PROFESSION", "teacher"),
+        ("DATE", "March 3, 2024"), ("EMAIL", "a.fictive@clinic.example"),
+    }
+    assert expected <= found, expected - found
+    assert not {t for t, _ in found} - {"NAME", "AGE", "DATE", "PHONE_OR_FAX", "EMAIL", "ID", "URL", "ADDRESS",
+                                        "PROFESSION"}
+    assert not ParamValidator().validate(result, _model("DetectEntitiesV2")).has_errors()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("SSN 123-45-6789 on file.", ("ID", "123-45-6789")),
+    ("Seen by Dr. Parkinson today.", ("NAME", "Parkinson")),  # a name, not the disease
+    ("Pt is 87 yo woman with cough.", ("AGE", "87")),
+    ("Member ID: W123456789", ("ID", "W123456789")),
+    ("Visit www.example.org/help for details.", ("URL", "www.example.org/help")),
+    ("Follow-up on 2024-05-01.", ("DATE", "2024-05-01")),
+    ("He works as a truck driver.", ("PROFESSION", "truck driver")),
+])
+def test_phi_patterns(text, expected):
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    assert expected in phi_of(result)
+
+
+@pytest.mark.parametrize("text", [
+    "Patient: denies chest pain.",  # the cue followed by no name
+    "Metformin 500 mg PO BID for 3 months.",
+    "Temperature 38.5 C, HR 92, BP 130/85 mmHg.",
+])
+def test_no_phi_where_there_is_none(text):
+    assert phi_of(detect_entities(text, LOCAL)) == set()
+
+
+# --- tests with values and units, time expressions --------------------------------------------------
+def test_test_values_and_units():
+    text = "Labs: HbA1c 7.2 %, creatinine 1.1 mg/dL, K 4.1 mmol/L. BP 130/85 mmHg. CBC ordered."
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    tests = {e["Text"]: {a["Type"]: a["Text"] for a in e["Attributes"]}
+             for e in result["Entities"] if e["Category"] == "TEST_TREATMENT_PROCEDURE"}
+    assert tests["HbA1c"] == {"TEST_VALUE": "7.2", "TEST_UNIT": "%"}
+    assert tests["creatinine"] == {"TEST_VALUE": "1.1", "TEST_UNIT": "mg/dL"}  # an analyte, not a drug
+    assert tests["K"] == {"TEST_VALUE": "4.1", "TEST_UNIT": "mmol/L"}
+    assert tests["BP"] == {"TEST_VALUE": "130/85", "TEST_UNIT": "mmHg"}
+    assert tests["CBC"] == {}
+    assert not any(e["Category"] == "MEDICATION" for e in result["Entities"])
+    for e in result["Entities"]:
+        for a in e["Attributes"]:
+            assert a["RelationshipType"] == a["Type"] and a["Category"] == "TEST_TREATMENT_PROCEDURE"
+
+
+def test_time_expressions_are_linked_to_their_entity():
+    text = "She reports chest pain for the past two weeks. Started lisinopril 10 mg daily 3 days ago."
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    times = {e["Text"]: e["Type"] for e in result["Entities"] if e["Category"] == "TIME_EXPRESSION"}
+    assert times == {"for the past two weeks": "TIME_TO_DX_NAME", "3 days ago": "TIME_TO_MEDICATION_NAME"}
+    pain = next(e for e in result["Entities"] if e["Text"] == "chest pain")
+    assert [(a["Type"], a["Text"], a["RelationshipType"]) for a in pain["Attributes"]] == [
+        ("TIME_TO_DX_NAME", "for the past two weeks", "OVERLAP")]
+    assert not ParamValidator().validate(result, _model("DetectEntitiesV2")).has_errors()
+
+
+# --- ICD-10-CM --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mention,code", [
+    ("type 2 diabetes mellitus", "E11.9"),
+    ("Type II Diabetes Mellitus", "E11.9"),
+    ("essential hypertension", "I10"),
+    ("HTN", "I10"),
+    ("chest pain", "R07.9"),
+    ("pneumonia", "J18.9"),
+    ("breast cancer", "C50.919"),
+    ("acute pancreatitis", "K85.90"),
+])
+def test_icd10cm_codes_for_conditions(mention, code):
+    codes = [c["Code"] for c in icd10.default_index().lookup(mention)]
+    assert code in codes, codes
+    assert len(codes) <= icd10.MAX_CONCEPTS
+
+
+def test_icd10cm_response_shape_from_the_local_backend():
+    text = "History of type 2 diabetes mellitus and essential hypertension. Denies chest pain. Acute pancreatitis."
+    analysis = analyse(text, LOCAL)
+    response = analysis.others["InferICD10CM"]
+    report = ParamValidator().validate(response, _model("InferICD10CM"))
+    assert not report.has_errors(), report.generate_report()
+    check_offsets(text, response)
+    by_text = {e["Text"]: e for e in response["Entities"]}
+    assert by_text["type 2 diabetes mellitus"]["ICD10CMConcepts"][0]["Code"] == "E11.9"
+    assert by_text["essential hypertension"]["ICD10CMConcepts"][0]["Code"] == "I10"
+    assert {t["Name"] for t in by_text["chest pain"]["Traits"]} >= {"NEGATION"}
+    assert "PAST_HISTORY" not in {t["Name"] for e in response["Entities"] for t in e["Traits"]}  # not in its enum
+    assert by_text["pancreatitis"]["ICD10CMConcepts"][0]["Code"].startswith("K85")  # ACUITY taken into account
+    scores = [c["Score"] for c in by_text["essential hypertension"]["ICD10CMConcepts"]]
+    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    assert "InferICD10CM" not in analyse(text, LOCAL.replace(local_icd10cm="off")).others
+
+
+# --- LOW_CONFIDENCE from OCR words ------------------------------------------------------------------
+def test_low_confidence_on_a_real_ocr_page(tmp_path):
+    from jobs.extract.text import extract_text
+    from jobs.identify import identify, validate
+
+    settings = Settings()
+    src = FILES / "scanned_discharge.pdf"
+    kind = identify(src, settings)
+    validate(src, kind, settings)
+    extract_text(src, kind, tmp_path, settings)
+    text = (tmp_path / "text.txt").read_text(encoding="utf-8")
+    pages = json.loads((tmp_path / "pages.json").read_text(encoding="utf-8"))
+    assert pages[0]["source"] == "ocr"
+
+    plain = analyse(text, LOCAL).entities
+    met = next(e for e in plain["Entities"] if e["Text"].lower() == "metformin")
+    words = [w for p in pages for w in p["words"] if w["offset"] is not None
+             and p["text_offset"] + w["offset"] < met["EndOffset"]
+             and met["BeginOffset"] < p["text_offset"] + w["offset"] + len(w["text"])]
+    assert words, "the drug name is an OCR word"
+    threshold = min(w["confidence"] for w in words) + 0.01  # just above the drug name's confidence
+    low = LowConfidence.from_pages(pages, threshold)
+    analysis = analyse(text, LOCAL, low)
+    marked = {e["Text"] for e in analysis.entities["Entities"]
+              if any(t["Name"] == "LOW_CONFIDENCE" for t in e["Traits"])}
+    assert met["Text"] in marked and analysis.low_confidence == len(marked)
+    for e in analysis.entities["Entities"]:  # marked exactly when a word under it is below the threshold
+        assert (e["Text"] in marked) == (low.lowest(e["BeginOffset"], e["EndOffset"]) is not None)
+    everything = analyse(text, LOCAL, LowConfidence.from_pages(pages, 101.0))
+    assert everything.low_confidence == len(everything.entities["Entities"]) > 0
+    icd = everything.others["InferICD10CM"]["Entities"]
+    assert icd and all(any(t["Name"] == "LOW_CONFIDENCE" for t in e["Traits"]) for e in icd)
+    assert analyse(text, LOCAL, LowConfidence.from_pages(pages, 0.0)).low_confidence == 0
+    text_layer = [dict(p, source="text-layer") for p in pages]
+    assert len(LowConfidence.from_pages(text_layer, 101.0)) == 0  # digital text is never doubted
+
+
+# --- the command ------------------------------------------------------------------------------------
+def test_entities_command_scores_json_lines(tmp_path):
+    lines = [{"id": "a", "text": "Patient denies chest pain. metformin 500 mg PO BID"},
+             {"id": 7, "text": "Dr. Alan Fictive saw her; HbA1c 7.2 %"},
+             {"id": "empty", "text": ""}]
+    stdin = "\n".join(json.dumps(x) for x in lines) + "\n\n"
+    result = CliRunner().invoke(cli.main, ["entities", "--backend", "local", "--data-dir", str(tmp_path)],
+                                input=stdin, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["id"] for r in rows] == ["a", 7, "empty"]
+    first = {e["Text"]: e for e in rows[0]["entities"]}
+    assert "NEGATION" in {t["Name"] for t in first["chest pain"]["Traits"]}
+    assert {a["Type"] for a in first["metformin"]["Attributes"]} == {"STRENGTH", "ROUTE_OR_MODE", "FREQUENCY"}
+    assert ("NAME", "Alan Fictive") in {(e["Type"], e["Text"]) for e in rows[1]["entities"]}
+    assert rows[2]["entities"] == []
+    assert not (tmp_path / "medintake.db").exists()  # no database, no bucket
+
+
+def test_entities_command_as_a_program_and_its_errors():
+    secret = "Jane Roe has syphilis"
+    run = subprocess.run([sys.executable, str(REPO / "cli.py"), "entities"], input=json.dumps({"id": 1, "text":
+                         "No fever."}) + "\n" + json.dumps({"text": secret}) + "\n", capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert run.returncode == 1
+    assert json.loads(run.stdout.splitlines()[0])["id"] == 1
+    assert "line 2" in run.stderr and secret not in run.stderr and "Jane" not in run.stdout
