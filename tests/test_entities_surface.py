@@ -227,3 +227,25 @@ def test_entities_command_as_a_program_and_its_errors():
     assert run.returncode == 1
     assert json.loads(run.stdout.splitlines()[0])["id"] == 1
     assert "line 2" in run.stderr and secret not in run.stderr and "Jane" not in run.stdout
+
+
+# --- the job in the pipeline ------------------------------------------------------------------------
+def test_entities_job_writes_icd10cm_and_low_confidence_without_phi_in_notice(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDINTAKE_OCR_LOW_CONFIDENCE", "101")  # every OCR word counts as doubtful
+    data = tmp_path / "d"
+    result = CliRunner().invoke(cli.main, ["--data-dir", str(data), "process", "--json",
+                                           str(FILES / "scanned_discharge.pdf")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.output.splitlines()]
+    outputs = row["outputs"]
+    entities = json.loads(open(outputs["entities"], encoding="utf-8").read())["Entities"]
+    assert entities and all(any(t["Name"] == "LOW_CONFIDENCE" for t in e["Traits"]) for e in entities)
+    icd = json.loads(open(outputs["icd10cm"], encoding="utf-8").read())
+    codes = {c["Code"] for e in icd["Entities"] for c in e["ICD10CMConcepts"]}
+    assert "E11.9" in codes
+    manifest = json.loads(open(outputs["manifest"], encoding="utf-8").read())
+    assert manifest["outputs"]["icd10cm"].endswith("/icd10cm.json")
+    assert "usage" not in manifest  # nothing billed locally
+    notice = (data / "notices.jsonl").read_text(encoding="utf-8")
+    for e in entities:
+        assert e["Text"] not in notice

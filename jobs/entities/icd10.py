@@ -13,7 +13,7 @@ E11.9, the unspecified child of the category that lists it):
   more than "disease"; score = (share of the mention's weight found) x sqrt(share of the code's
   required weight found), at most five concepts per condition, best first, as Comprehend returns.
 
-The index is built once per process on first use (about two seconds with the package's own
+The index is built once per process on first use (about three seconds with the package's own
 load) and never on the dispatcher's path.
 """
 from __future__ import annotations
@@ -68,17 +68,23 @@ class _Term:
 
 
 def _tokens(text: str) -> list[str]:
+    """Lower-cased words with spelling variants, "type II" -> "type 2" and plural "s" removed."""
     out: list[str] = []
-    words = _WORD.findall(text.lower())
-    for i, w in enumerate(words):
-        w = _VARIANTS.get(w, w)
-        for part in w.split():
-            if part in _ROMAN and i > 0 and words[i - 1] == "type":
-                part = _ROMAN[part]
-            if len(part) > 4 and part.endswith("s") and not part.endswith(("ss", "us", "is")):
-                part = part[:-1]
-            out.append(part)
+    previous = ""
+    for w in _WORD.findall(text.lower()):
+        if previous == "type" and w in _ROMAN:
+            out.append(_ROMAN[w])
+        else:
+            out.extend(_norm(w))
+        previous = w
     return out
+
+
+@lru_cache(maxsize=None)
+def _norm(word: str) -> tuple[str, ...]:
+    parts = _VARIANTS.get(word, word).split()
+    return tuple(p[:-1] if len(p) > 4 and p.endswith("s") and not p.endswith(("ss", "us", "is")) else p
+                 for p in parts)
 
 
 def _term(code: str, wording: str) -> _Term:
