@@ -345,6 +345,16 @@ def test_details_show_on_hover_and_on_keyboard_focus(processed, shown, opened):
     row = view.page.locator(f"#e-{medication['Id']}").inner_text()
     for attr in medication["Attributes"]:
         assert attr["Text"] in row  # dose, route, frequency on the medication's row
+    icd = results(processed, "letter") / "icd10cm.json"
+    if icd.exists():  # ICD-10-CM codes (InferICD10CM shape) shown on the condition with the same offsets
+        coded = [c for c in json.loads(icd.read_text())["Entities"] if c.get("ICD10CMConcepts")]
+        assert coded
+        for c in coded:
+            ent = next(e for e in entities["Entities"]
+                       if (e["BeginOffset"], e["EndOffset"]) == (c["BeginOffset"], c["EndOffset"]))
+            code = c["ICD10CMConcepts"][0]["Code"]
+            assert code in view.page.locator(f"#e-{ent['Id']}").inner_text()
+            assert code in view.page.locator(f"#m-{ent['Id']}").get_attribute("data-tip")
 
 
 @needs_browser
@@ -411,6 +421,31 @@ def test_out_replaces_a_readable_file_with_an_owner_only_one_and_open_opens_it(p
     assert result.stdout.strip() == str(out.resolve())
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert opened_urls == [out.resolve().as_uri()]
+
+
+def test_the_same_page_from_s3(processed):
+    """Through the configured store: the results copied to (moto's) S3 give the very same page."""
+    from moto import mock_aws
+
+    from pipeline import review
+    from pipeline.settings import Settings
+    from pipeline.store import S3Store
+
+    local = Settings.load(data_dir=processed["data"])
+    doc_id = processed["ids"]["letter"]
+    expected = review.build(local, doc_id)
+    bucket = processed["data"] / "buckets" / "uploads"
+    with mock_aws():
+        import boto3
+
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="uploads")
+        s3 = local.replace(store_backend="s3", aws_region="us-east-1")
+        store = S3Store(s3)
+        for path in bucket.rglob("*"):
+            if path.is_file():
+                store.put_file(path.relative_to(bucket).as_posix(), path)
+        assert review.build(s3, doc_id) == expected
+        assert "searchable.pdf" in {k.rsplit("/", 1)[-1] for k in store.list(f"results/{doc_id}/")}
 
 
 def test_unknown_document_is_a_clear_error(processed, tmp_path):

@@ -16,6 +16,9 @@ from pipeline.settings import Settings
 
 #: results/<id>/<name> objects the page reads (others are listed by the manifest only).
 TEXT, PAGES, ENTITIES, MANIFEST, SEARCHABLE = "text.txt", "pages.json", "entities.json", "manifest.json", "searchable.pdf"
+#: Code sets written beside entities.json (InferICD10CM / InferRxNorm shapes): their concepts are
+#: shown on the entity with the same offsets.
+CONCEPT_FILES = {"icd10cm.json": "ICD10CMConcepts", "rxnorm.json": "RxNormConcepts"}
 
 
 @dataclass
@@ -109,7 +112,29 @@ def load(settings: Settings, document_id: str, store: Any | None = None) -> Revi
     data.pages = _json(raw[PAGES])
     data.entities = _json(raw[ENTITIES])
     data.manifest = _json(raw[MANIFEST])
+    if isinstance(data.entities, dict):
+        for name, key in CONCEPT_FILES.items():
+            attach_concepts(data.entities, _json(get_optional(store, data.results_prefix + name)), key)
     return data
+
+
+def attach_concepts(entities: dict[str, Any], coded: Any, key: str) -> int:
+    """Copy ``key`` concept lists from a code-set response onto entities with the same offsets.
+
+    InferICD10CM and InferRxNorm number their entities on their own, so offsets are the only
+    join; an entity that already carries the list keeps it. Returns how many entities got one.
+    """
+    if not isinstance(coded, dict):
+        return 0
+    by_span = {(c.get("BeginOffset"), c.get("EndOffset")): c.get(key) for c in coded.get("Entities", [])
+               if isinstance(c, dict) and c.get(key)}
+    n = 0
+    for e in entities.get("Entities", []):
+        found = by_span.get((e.get("BeginOffset"), e.get("EndOffset")))
+        if found and not e.get(key):
+            e[key] = found
+            n += 1
+    return n
 
 
 def get_optional(store: Any, key: str) -> bytes | None:
