@@ -82,6 +82,8 @@ def test_phi_types_on_a_fabricated_letter():
     ("Visit www.example.org/help for details.", ("URL", "www.example.org/help")),
     ("Follow-up on 2024-05-01.", ("DATE", "2024-05-01")),
     ("He works as a truck driver.", ("PROFESSION", "truck driver")),
+    ("Patient: Roe, Jane  Name: J. Sample", ("NAME", "Roe, Jane")),
+    ("Patient: Roe, Jane  Name: J. Sample", ("NAME", "J. Sample")),
 ])
 def test_phi_patterns(text, expected):
     result = detect_entities(text, LOCAL)
@@ -91,6 +93,7 @@ def test_phi_patterns(text, expected):
 
 @pytest.mark.parametrize("text", [
     "Patient: denies chest pain.",  # the cue followed by no name
+    "Patient: Alert and oriented, no distress.",  # one capitalised word after the cue is no name
     "Metformin 500 mg PO BID for 3 months.",
     "Temperature 38.5 C, HR 92, BP 130/85 mmHg.",
 ])

@@ -37,7 +37,7 @@ _PROFESSIONS = (r"(?:teacher|nurse|engineer|farmer|lawyer|accountant|electrician
                 r"|fisherman|machinist|laborer|labourer|paramedic|caregiver)")
 _CAP = r"[A-Z][a-z'\u2019-]+(?:-[A-Z][a-z]+)?"
 _NAME = rf"(?:{_CAP}|[A-Z]\.)(?:[ \t]+(?:{_CAP}|[A-Z]\.)){{0,3}}"
-_NAME_OR_LAST_FIRST = rf"(?:{_CAP},[ \t]*{_CAP}(?:[ \t]+[A-Z]\.?)?|{_NAME})"
+_NAME_OR_LAST_FIRST = rf"(?:{_CAP},[ \t]*{_CAP}(?:[ \t]+[A-Z]\.?(?!\w))?|{_NAME})"
 
 # (type, score, pattern, group holding the value; 0 = the whole match)
 _RULES: list[tuple[str, float, str, int]] = [
@@ -69,7 +69,7 @@ _RULES: list[tuple[str, float, str, int]] = [
                       r"(?:,?[ \t]*\n?[ \t]*[A-Z][A-Za-z]+(?:[ \t]+[A-Z][A-Za-z]+){0,2},?[ \t]+[A-Z]{2}[ \t]+\d{5}(?:-\d{4})?)?", 0),
     ("ADDRESS", 0.8, r"\b[A-Z][A-Za-z]+(?:[ \t]+[A-Z][A-Za-z]+){0,2},[ \t]+[A-Z]{2}[ \t]+\d{5}(?:-\d{4})?\b", 0),
     ("ADDRESS", 0.7, r"\b(?:P\.?O\.?[ \t]*Box)[ \t]+\d+", 0),
-    ("NAME", 0.85, rf"\b(?:Patient|Pt|Name|Patient Name|Pt Name|Attending|Physician|Provider|Doctor|Referring"
+    ("NAME2", 0.85, rf"\b(?:Patient|Pt|Name|Patient Name|Pt Name|Attending|Physician|Provider|Doctor|Referring"
                    rf"(?: Physician| Provider| Doctor)?|PCP|Signed(?: by)?|Dictated by|Electronically signed by"
                    rf"|Emergency Contact|Next of Kin|Guarantor|Subscriber|Insured|cc)[ \t]*:[ \t]*({_NAME_OR_LAST_FIRST})", 1),
     ("NAME", 0.85, rf"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof)\.?[ \t]+({_NAME})", 1),
@@ -97,10 +97,11 @@ def find_phi(text: str) -> list[Found]:
             b, e = m.span(group)
             if b < 0 or e <= b:
                 continue
-            if typ == "NAME":
+            if typ in ("NAME", "NAME2"):
                 b, e = _trim_name(text, b, e)
-                if e <= b:
-                    continue
+                if e <= b or (typ == "NAME2" and len(text[b:e].replace(",", " ").split()) < 2):
+                    continue  # after "Patient:" one capitalised word is more often "Alert" than a name
+                typ = "NAME"
             if typ == "PROFESSION" and text[b:e].lower() in _NOT_NAMES:
                 continue
             found.append(Found(b, e, typ, score))
