@@ -82,12 +82,14 @@ def processed(tmp_path_factory):
     photo = inbox / "phone_photo_exif6.jpg"
     shutil.copyfile(FILES / "phone_photo_exif6.jpg", photo)
     thirty = make_thirty_page_pdf(inbox / "thirty_pages.pdf")
+    empty = inbox / "empty.pdf"
+    shutil.copyfile(FILES / "empty.pdf", empty)
     data = root / "data"
     result = run_cli("--data-dir", str(data), "-v", "process", "--json", "--workers", "2",
-                     str(letter), str(photo), str(thirty))
-    assert result.returncode == 0, result.stderr[-2000:]
+                     str(letter), str(photo), str(thirty), str(empty))
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    ids = dict(zip(("letter", "photo", "thirty"), (r["document_id"] for r in rows)))
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 3 + ["REJECTED"], result.stderr[-2000:]
+    ids = dict(zip(("letter", "photo", "thirty", "rejected"), (r["document_id"] for r in rows)))
     return {"ids": ids, "data": data, "process_stderr": result.stderr}
 
 
@@ -421,6 +423,16 @@ def test_out_replaces_a_readable_file_with_an_owner_only_one_and_open_opens_it(p
     assert result.stdout.strip() == str(out.resolve())
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert opened_urls == [out.resolve().as_uri()]
+
+
+@needs_browser
+def test_a_rejected_document_shows_why(processed, shown, opened):
+    view = opened(shown["rejected"]["path"])
+    assert "REJECTED" in view.page.locator("header").inner_text()
+    assert "empty_file" in view.page.locator("header").inner_text()
+    assert view.page.locator("section.page").count() == 0
+    assert "extract" in view.page.locator("#timeline").inner_text()
+    assert_no_network(view)
 
 
 def test_the_same_page_from_s3(processed):
