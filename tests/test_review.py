@@ -173,8 +173,30 @@ def opened(browser):
 # Helpers checked against the JSON outputs
 # ---------------------------------------------------------------------------------------------
 
+def upright(page: dict) -> dict:
+    """pages.json's page as shown: a text-layer page's boxes are in the unrotated crop box, and the
+    page is shown turned by its /Rotate (clockwise), as a PDF viewer shows it."""
+    turn = page["rotation"] % 360 if page["source"] == "text-layer" else 0
+    if not turn:
+        return page
+    w, h = page["width"], page["height"]
+    words = []
+    for word in page["words"]:
+        x0, y0, x1, y1 = word["bbox"]
+        corners = [(x0, y0), (x1, y1)]
+        for _ in range(turn // 90):  # a quarter turn clockwise maps (x, y) to (h - y, x)
+            corners = [(h - y, x) for x, y in corners]
+            w, h = h, w
+        w, h = page["width"], page["height"]
+        (a, b), (c, d) = corners
+        words.append({**word, "bbox": [min(a, c), min(b, d), max(a, c), max(b, d)]})
+    size = (h, w) if turn in (90, 270) else (w, h)
+    return {**page, "width": size[0], "height": size[1], "words": words}
+
+
 def assert_boxes_match(geometry: dict, page: dict) -> int:
     """Every word of pages.json has a box where its bbox says, after scaling to the frame."""
+    page = upright(page)
     fx, fy, fw, fh = geometry["frame"]
     sx, sy = fw / page["width"], fh / page["height"]
     assert abs(sx - sy) < 0.01 * sx, "the frame keeps the page's aspect ratio"
@@ -199,6 +221,7 @@ def assert_ink_under_boxes(opened_page: Opened, page_no: int, geometry: dict, pa
 
     from PIL import Image
 
+    page = upright(page)
     page_ = opened_page.page
     page_.uncheck("#boxes-toggle")
     page_.evaluate("document.querySelector('.toolbar').style.position = 'static'")  # not over the frame

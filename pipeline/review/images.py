@@ -3,9 +3,10 @@
 Renditions exist for page 1 only, and for a photo they show the upload as taken, while the OCR
 boxes refer to the image Tesseract read (perspective-corrected, deskewed, scaled, turned). That
 image is exactly the picture of the page in ``searchable.pdf``, so OCR'd pages are rendered from
-there; text-layer pages are rendered from the original PDF with its /Rotate ignored, because their
-boxes are in the unrotated crop box. Either way a box at (x / width, y / height) of pages.json sits
-on its word in the picture, whatever the upload was.
+there; text-layer pages are rendered from the original PDF, upright (its /Rotate applied), and
+their boxes, which pages.json gives in the unrotated crop box, are turned the same way by
+:func:`pipeline.review.render.display_box`. Either way every box sits on its word in the picture,
+whatever the upload was.
 
 pypdfium2 and Pillow are imported inside the functions: ``pipeline`` stays light to import, and
 this module is never on a Lambda's path (only the CLI's ``show`` uses it).
@@ -63,10 +64,9 @@ def page_images(pages: list[dict[str, Any]], original: bytes | None, searchable:
 
 
 def _render(doc: Any, index: int, *, gray: bool, max_side: int) -> str:
-    """One page as a JPEG data: URI, /Rotate ignored (boxes are in the unrotated frame)."""
+    """One page as a JPEG data: URI, upright as a PDF viewer shows it (/Rotate applied)."""
     page = doc[index]
     try:
-        page.set_rotation(0)
         width, height = page.get_size()
         scale = max_side / max(width, height, 1.0)
         bitmap = page.render(scale=scale, grayscale=gray)

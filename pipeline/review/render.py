@@ -54,9 +54,43 @@ def confidence_class(conf: Any) -> str:
     return "h" if conf >= 90 else "m" if conf >= 70 else "l"
 
 
+def turn(page: dict[str, Any]) -> int:
+    """Clockwise degrees between pages.json's frame and the upright picture.
+
+    Only text-layer pages: their boxes are in the unrotated crop box while the picture is shown
+    as a viewer shows it (/Rotate applied). OCR boxes are already in the picture's frame (the
+    recorded rotation is what OCR applied to read the page).
+    """
+    if page.get("source") != "text-layer":
+        return 0
+    try:
+        return int(page.get("rotation") or 0) % 360
+    except (TypeError, ValueError):
+        return 0
+
+
+def display_size(page: dict[str, Any]) -> tuple[float, float]:
+    width, height = float(page.get("width") or 0), float(page.get("height") or 0)
+    return (height, width) if turn(page) in (90, 270) else (width, height)
+
+
+def display_box(box: list[float], width: float, height: float, degrees: int) -> tuple[float, ...]:
+    """A box of the unrotated width x height frame, in the frame turned ``degrees`` clockwise."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if degrees == 90:
+        return height - y1, x0, height - y0, x1
+    if degrees == 180:
+        return width - x1, height - y1, width - x0, height - y0
+    if degrees == 270:
+        return y0, width - x1, y1, width - x0
+    return x0, y0, x1, y1
+
+
 def word_boxes(page: dict[str, Any]) -> list[Any]:
     """[left %, top %, width %, height %, class, title] per word (None for a word without a box)."""
-    width, height = float(page.get("width") or 0), float(page.get("height") or 0)
+    raw_w, raw_h = float(page.get("width") or 0), float(page.get("height") or 0)
+    width, height = display_size(page)
+    degrees = turn(page)
     layer = page.get("source") == "text-layer"  # its "confidence" is a constant, not a measurement
     out: list[Any] = []
     for w in page.get("words") or []:
@@ -64,7 +98,7 @@ def word_boxes(page: dict[str, Any]) -> list[Any]:
         if not box or width <= 0 or height <= 0:
             out.append(None)
             continue
-        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, y0, x1, y1 = display_box(box, raw_w, raw_h, degrees)
         conf = w.get("confidence")
         title = f"{w.get('text', '')} ({conf:.0f}%)" if conf is not None and not layer else str(w.get("text", ""))
         out.append([round(100 * x0 / width, 4), round(100 * y0 / height, 4), round(100 * (x1 - x0) / width, 4),
@@ -80,13 +114,15 @@ def pages_html(data: ReviewData, images: dict[int, str], placed: list[spanmod.Sp
     out = []
     for page_no, start, end in ranges:
         page = by_no.get(page_no, {})
-        width, height = page.get("width"), page.get("height")
+        width, height = display_size(page) if page else (None, None)
         conf = page.get("mean_confidence")
         meta = [e(page.get("source", "text")), f"{len(page.get('words') or [])} words"]
         if conf is not None:
             meta.append(f"mean confidence {float(conf):.1f}")
-        if page.get("rotation"):
-            meta.append(f"turned {e(page['rotation'])}\u00b0")
+        if page.get("rotation") and turn(page):
+            meta.append(f"/Rotate {e(page['rotation'])}")
+        elif page.get("rotation"):
+            meta.append(f"turned {e(page['rotation'])}\u00b0 to read")
         if page.get("perspective_corrected"):
             meta.append("perspective corrected")
         figure = ""
