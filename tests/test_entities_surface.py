@@ -140,6 +140,7 @@ def test_time_expressions_are_linked_to_their_entity():
     ("chest pain", "R07.9"),
     ("pneumonia", "J18.9"),
     ("breast cancer", "C50.919"),
+    ("diabetes mellitus", "E11.9"),  # no type stated: the index codes it as type 2
     ("acute pancreatitis", "K85.90"),
 ])
 def test_icd10cm_codes_for_conditions(mention, code):
@@ -252,3 +253,38 @@ def test_entities_job_writes_icd10cm_and_low_confidence_without_phi_in_notice(tm
     notice = (data / "notices.jsonl").read_text(encoding="utf-8")
     for e in entities:
         assert e["Text"] not in notice
+
+
+def _extracted(name: str, tmp_path) -> str:
+    from jobs.extract.text import extract_text
+    from jobs.identify import identify, validate
+
+    settings = Settings()
+    src = FILES / name
+    kind = identify(src, settings)
+    validate(src, kind, settings)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    extract_text(src, kind, tmp_path, settings)
+    return (tmp_path / "text.txt").read_text(encoding="utf-8")
+
+
+def test_fixture_letter_and_lab_screenshot(tmp_path):
+    letter = _extracted("digital_referral.pdf", tmp_path / "letter")
+    analysis = analyse(letter, LOCAL)
+    check_offsets(letter, analysis.entities)
+    found = {(e["Category"], e["Type"], e["Text"]) for e in analysis.entities["Entities"]}
+    assert {("PROTECTED_HEALTH_INFORMATION", "NAME", "Jane Example"), ("PROTECTED_HEALTH_INFORMATION", "DATE",
+            "14 March 2024"), ("PROTECTED_HEALTH_INFORMATION", "ID", "0000000"),
+            ("PROTECTED_HEALTH_INFORMATION", "AGE", "64"), ("TIME_EXPRESSION", "TIME_TO_TEST_NAME", "in three months")
+            } <= found
+    hba1c = [e for e in analysis.entities["Entities"] if e["Text"] == "HbA1c"][0]
+    assert {a["Type"]: a["Text"] for a in hba1c["Attributes"]} == {"TEST_VALUE": "8.1", "TEST_UNIT": "percent"}
+    codes = {e["Text"]: e["ICD10CMConcepts"][0]["Code"] for e in analysis.others["InferICD10CM"]["Entities"]}
+    assert codes["type 2 diabetes mellitus"] == "E11.9" and codes["hypertension"] == "I10"
+
+    labs = _extracted("screenshot_labs.png", tmp_path / "labs")  # real OCR ("A1c" read as "Alc")
+    tests = {e["Text"]: {a["Type"]: a["Text"] for a in e["Attributes"]}
+             for e in detect_entities(labs, LOCAL)["Entities"] if e["Category"] == "TEST_TREATMENT_PROCEDURE"}
+    assert tests["Glucose"] == {"TEST_VALUE": "7.2", "TEST_UNIT": "mmol/L"}  # past "(fasting):"
+    assert tests["Creatinine"] == {"TEST_VALUE": "88", "TEST_UNIT": "umol/L"}
+    assert {"TEST_VALUE": "8.1", "TEST_UNIT": "%"} in tests.values()

@@ -12,7 +12,8 @@ rule modules that know nothing of each other:
 
 Why after, not inside, the extractor: the extractor's spans come from a trained model that
 another part of the project owns and retrains; these rules only fill what it does not produce,
-and never move its spans. The response is renumbered at the end (one Id counter for entities
+and never move its spans (except a test name grown to the longer listed name its value follows,
+"Hemoglobin" -> "Hemoglobin A1c: 8.1 %"). The response is renumbered at the end (one Id counter for entities
 and attributes, as Comprehend Medical does).
 """
 from __future__ import annotations
@@ -78,6 +79,10 @@ def _tests(text: str, entities: list[dict]) -> None:
                 e.update(Category="TEST_TREATMENT_PROCEDURE", Type="TEST_NAME", Traits=[], Attributes=[])
         if e["Category"] == "TEST_TREATMENT_PROCEDURE" and e["Type"] == "TEST_NAME" and not any(
                 a["Type"] == "TEST_VALUE" for a in e["Attributes"]):
+            end = test_values.longer_name(text, e["BeginOffset"], e["EndOffset"])
+            if end > e["EndOffset"] and test_values.value_and_unit(text, end) and not any(
+                    b < end and e["EndOffset"] < en for b, en in covered if b >= e["EndOffset"]):
+                e.update(EndOffset=end, Text=text[e["BeginOffset"]:end])  # "Hemoglobin" -> "Hemoglobin A1c"
             e["Attributes"] += [_attribute(text, f, e["Category"])
                                 for f in test_values.value_and_unit(text, e["EndOffset"])]
     starts = [b for b, _ in covered]

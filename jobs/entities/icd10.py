@@ -11,7 +11,8 @@ E11.9, the unspecified child of the category that lists it):
   nothing more ("type 2 diabetes mellitus") is best coded by the code that says so (E11.9);
 - each word weighs its inverse document frequency over the descriptions, so "diabetes" counts
   more than "disease"; score = (share of the mention's weight found) x sqrt(share of the code's
-  required weight found), at most five concepts per condition, best first, as Comprehend returns.
+  required weight found), times 0.9 for "Other ..." residual codes; at most five concepts per
+  condition, best first, as Comprehend returns.
 
 The index is built once per process on first use (about three seconds with the package's own
 load) and never on the dispatcher's path.
@@ -37,7 +38,9 @@ _EXPAND = {
     "htn": "hypertension", "high blood pressure": "hypertension", "dm": "diabetes mellitus",
     "t2dm": "type 2 diabetes mellitus", "dm2": "type 2 diabetes mellitus", "dm ii": "type 2 diabetes mellitus",
     "niddm": "type 2 diabetes mellitus", "t1dm": "type 1 diabetes mellitus", "dm1": "type 1 diabetes mellitus",
-    "iddm": "type 1 diabetes mellitus", "copd": "chronic obstructive pulmonary disease", "chf": "heart failure",
+    "iddm": "type 1 diabetes mellitus",
+    # the ICD-10-CM alphabetic index codes diabetes of no stated type as type 2 (E11.-)
+    "diabetes": "type 2 diabetes mellitus", "diabetes mellitus": "type 2 diabetes mellitus", "copd": "chronic obstructive pulmonary disease", "chf": "heart failure",
     "congestive heart failure": "heart failure", "cad": "atherosclerotic heart disease of native coronary artery",
     "coronary artery disease": "atherosclerotic heart disease of native coronary artery",
     "mi": "myocardial infarction", "heart attack": "myocardial infarction", "afib": "atrial fibrillation",
@@ -65,6 +68,7 @@ class _Term:
     required: frozenset[str]
     optional: frozenset[str]
     neutral: bool  # the wording says "nothing more is known"
+    other: bool  # "Other specified ...": a residual code, second to the plain one
 
 
 def _tokens(text: str) -> list[str]:
@@ -93,7 +97,7 @@ def _term(code: str, wording: str) -> _Term:
     words = set(_tokens(re.sub(r"\([^)]*\)", " ", wording)))
     neutral = bool(words & _NEUTRAL)
     required = frozenset(words - _STOP - _NEUTRAL)
-    return _Term(code, required, frozenset(optional - required - _STOP - _NEUTRAL), neutral)
+    return _Term(code, required, frozenset(optional - required - _STOP - _NEUTRAL), neutral, "other" in words)
 
 
 class Index:
@@ -130,7 +134,7 @@ class Index:
             found = query & (t.required | t.optional)
             cover_q = self.weight(found) / q_weight
             cover_r = self.weight(query & t.required) / (self.weight(t.required) or 1.0)
-            score = cover_q * math.sqrt(cover_r) + (0.01 if t.neutral else 0.0)
+            score = cover_q * math.sqrt(cover_r) * (0.9 if t.other else 1.0) + (0.01 if t.neutral else 0.0)
             if score > best.get(t.code, 0.0):
                 best[t.code] = score
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], len(self.descriptions[kv[0]]), kv[0]))

@@ -69,7 +69,7 @@ _RULES: list[tuple[str, float, str, int]] = [
                       r"(?:,?[ \t]*\n?[ \t]*[A-Z][A-Za-z]+(?:[ \t]+[A-Z][A-Za-z]+){0,2},?[ \t]+[A-Z]{2}[ \t]+\d{5}(?:-\d{4})?)?", 0),
     ("ADDRESS", 0.8, r"\b[A-Z][A-Za-z]+(?:[ \t]+[A-Z][A-Za-z]+){0,2},[ \t]+[A-Z]{2}[ \t]+\d{5}(?:-\d{4})?\b", 0),
     ("ADDRESS", 0.7, r"\b(?:P\.?O\.?[ \t]*Box)[ \t]+\d+", 0),
-    ("NAME2", 0.85, rf"\b(?:Patient|Pt|Name|Patient Name|Pt Name|Attending|Physician|Provider|Doctor|Referring"
+    ("NAME2", 0.85, rf"\b(?:Patient|Pt|Name|Re|RE|Patient Name|Pt Name|Attending|Physician|Provider|Doctor|Referring"
                    rf"(?: Physician| Provider| Doctor)?|PCP|Signed(?: by)?|Dictated by|Electronically signed by"
                    rf"|Emergency Contact|Next of Kin|Guarantor|Subscriber|Insured|cc)[ \t]*:[ \t]*({_NAME_OR_LAST_FIRST})", 1),
     ("NAME", 0.85, rf"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof)\.?[ \t]+({_NAME})", 1),

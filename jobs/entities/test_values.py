@@ -17,7 +17,7 @@ from jobs.entities.phi import Found
 
 # Lab tests as written in reports; matched case-sensitively when written in capitals.
 _TESTS = (
-    "hemoglobin A1c", "haemoglobin A1c", "HbA1c", "Hb A1c", "HgbA1c", "Hgb A1c", "A1c", "glycated hemoglobin",
+    "hemoglobin A1c", "haemoglobin A1c", "hemoglobin Alc", "haemoglobin Alc", "HbAlc", "HbA1C", "HbA1c", "Hb A1c", "HgbA1c", "Hgb A1c", "A1c", "glycated hemoglobin",
     "hemoglobin", "haemoglobin", "Hgb", "Hb", "hematocrit", "Hct", "WBC", "white blood cell count", "RBC", "platelets",
     "platelet count", "PLT", "MCV", "MCH", "MCHC", "RDW", "neutrophils", "lymphocytes", "creatinine", "Cr", "BUN",
     "urea", "eGFR", "GFR", "sodium", "Na", "potassium", "K", "chloride", "Cl", "bicarbonate", "HCO3", "CO2",
@@ -30,7 +30,7 @@ _TESTS = (
     "temperature", "temp", "heart rate", "HR", "pulse", "respiratory rate", "RR", "blood pressure", "BP", "weight",
     "height", "BMI", "tacrolimus level", "tacrolimus trough", "FK level", "urine protein", "microalbumin",
 )
-_UNIT = (r"(?:%|mg/dL|mg/dl|g/dL|g/dl|g/L|mmol/L|mmol/l|mmol/mol|umol/L|\u00b5mol/L|\u03bcmol/L|mEq/L|meq/L|mIU/L"
+_UNIT = (r"(?:%|percent|per cent|mg/dL|mg/dl|g/dL|g/dl|g/L|mmol/L|mmol/l|mmol/mol|umol/L|\u00b5mol/L|\u03bcmol/L|mEq/L|meq/L|mIU/L"
          r"|uIU/mL|\u00b5IU/mL|mIU/mL|IU/L|U/L|ng/mL|ng/ml|ng/dL|pg/mL|pg/ml|ug/L|\u00b5g/L|mcg/L|nmol/L|pmol/L"
          r"|mL/min(?:/1\.73\s?m2|/1\.73\s?m\u00b2)?|x\s?10\^?9/L|x\s?10\^?12/L|x\s?10\^?3/[u\u00b5]L|K/uL|K/\u00b5L"
          r"|M/uL|cells/[u\u00b5]L|/[u\u00b5]L|fL|pg|mm/hr?|mm\s?Hg|mmHg|bpm|beats/min|breaths/min|/min|kg|lbs?|cm|m"
@@ -38,7 +38,8 @@ _UNIT = (r"(?:%|mg/dL|mg/dl|g/dL|g/dl|g/L|mmol/L|mmol/l|mmol/mol|umol/L|\u00b5mo
 _NUM = r"[<>\u2264\u2265]?\s?\d+(?:[.,]\d+)?(?:\s?/\s?\d+(?:[.,]\d+)?)?"
 _WORD_VALUE = r"(?:positive|negative|normal|abnormal|elevated|low|high|undetectable|detected|not detected|trace)"
 _SEP = r"[ \t]*(?:[:=]|\bof\b|\bwas\b|\bis\b|\bwere\b|\bat\b)?[ \t]*"
-_VALUE = re.compile(rf"{_SEP}(?P<value>{_NUM}|{_WORD_VALUE})(?:[ \t]*(?P<unit>{_UNIT})(?![\w/]))?", re.I)
+_QUALIFIER = r"(?:[ \t]*\((?:fasting|random|serum|plasma|blood|urine|whole blood|venous|arterial|calc(?:ulated)?)\))?"
+_VALUE = re.compile(rf"{_QUALIFIER}{_SEP}(?P<value>{_NUM}|{_WORD_VALUE})(?:[ \t]*(?P<unit>{_UNIT})(?![\w/]))?", re.I)
 _NAMES = re.compile(
     r"(?<![\w-])(?:" + "|".join(
         (rf"(?-i:{re.escape(t)})" if t.upper() == t or len(t) <= 3 else re.escape(t))
@@ -48,6 +49,16 @@ _NAMES = re.compile(
 def find_tests(text: str) -> list[Found]:
     """Test names of the short list (the local extractor adds those of its lexicon)."""
     return [Found(m.start(), m.end(), "TEST_NAME", 0.8) for m in _NAMES.finditer(text)]
+
+
+def longer_name(text: str, begin: int, end: int) -> int:
+    """End of a listed test name starting at ``begin`` that is longer than [begin, end), else ``end``.
+
+    The lexicon knows "Hemoglobin"; the report says "Hemoglobin A1c: 8.1 %" (or, after OCR,
+    "Hemoglobin Alc"): the value belongs to the longer name.
+    """
+    m = _NAMES.match(text, begin)
+    return m.end() if m is not None and m.end() > end else end
 
 
 def value_and_unit(text: str, end: int) -> list[Found]:
