@@ -238,3 +238,30 @@ def test_settings_operations_order_and_empty_text():
     assert responses["DetectEntitiesV2"] == {"Entities": [], "ModelVersion": "", "UnmappedAttributes": []}
     assert responses["InferRxNorm"] == {"Entities": [], "ModelVersion": ""}
     assert bill["estimated_cost_usd"] == 0
+
+
+def test_low_confidence_marks_service_responses_whose_shape_allows_it(monkeypatch):
+    from jobs.entities.ocr_confidence import LowConfidence
+
+    client = _client()
+    monkeypatch.setattr(comprehend, "make_client", lambda region: client)
+    settings = Settings.load(entities_backend="comprehendmedical", aws_region="us-east-1",
+                             comprehend_operations="DetectEntitiesV2,InferICD10CM,InferRxNorm,DetectPHI")
+    text = "Jane takes metformin for diabetes."
+    doubtful = LowConfidence([(text.index("metformin") + 2, text.index("metformin") + 5, 31.0),
+                              (text.index("diabetes"), text.index("diabetes") + 8, 12.0)])
+    with Stubber(client) as stub:
+        for op in ("DetectEntitiesV2", "InferICD10CM", "InferRxNorm", "DetectPHI"):
+            stub.add_response(comprehend.OPERATIONS[op][0], _response(op, text), {"Text": text})
+        analysis = analyse(text, settings, doubtful)
+
+    def low(response):
+        return {e["Text"]: t["Score"] for e in response["Entities"] for t in e["Traits"]
+                if t["Name"] == "LOW_CONFIDENCE"}
+
+    assert low(analysis.entities) == {"metformin": 0.69} and analysis.low_confidence == 1
+    assert low(analysis.others["InferICD10CM"]) == {"diabetes": 0.88}
+    assert low(analysis.others["InferRxNorm"]) == {}  # InferRxNorm has no such trait
+    assert low(analysis.others["DetectPHI"]) == {}  # "Jane" was read well
+    for op in ("InferICD10CM", "InferRxNorm", "DetectPHI"):
+        assert not ParamValidator().validate(analysis.others[op], _shape(op)).has_errors()

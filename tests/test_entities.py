@@ -447,3 +447,14 @@ def test_context_traits(text, surface, expected, absent):
     check_offsets(text, result)
     got = traits(find(result, surface))
     assert expected <= got and not (absent & got), got
+
+
+def test_tests_and_procedures_carry_when_they_happen():
+    text = ("Plan: review renal function and repeat HbA1c in three months. Colonoscopy scheduled for next week. "
+            "History of appendectomy. No CT scan done.")
+    result = detect_entities(text, LOCAL)
+    check_offsets(text, result)
+    assert "FUTURE" in traits(find(result, "HbA1c"))
+    assert "FUTURE" in traits(find(result, "Colonoscopy"))
+    assert traits(find(result, "appendectomy")) == {"PAST_HISTORY"}
+    assert traits(find(result, "CT scan")) == {"NEGATION"}

@@ -133,6 +133,11 @@ _FAMILY = re.compile(
     r"|grandmother|grandfather|grandparents?|parents?|cousin|daughters?|sons?|maternal|paternal)\b", re.I)
 _FAMILY_BREAK = re.compile(r"\b(?:patient|pt|the patient himself|the patient herself)\b", re.I)  # back to the patient
 _PAST = re.compile(r"\b(?:history of|hx of|h/o|s/p|status post|previous|prior|past|remote)\b", re.I)
+_FUTURE = re.compile(
+    r"\b(?:will|plan(?:ned|s)?|plan to|scheduled(?: for)?|to be|going to|repeat|recheck|follow[- ]up with|refer(?:red)? for"
+    r"|order(?:ed)?|book(?:ed)?|arrange(?:d)?|due for|upcoming|next)\b", re.I)
+_FUTURE_AFTER = re.compile(r"[ \t,]*(?:\n[ \t]*)?(?:is |was )?(?:in \w+ (?:days?|weeks?|months?)|next (?:week|month|visit)"
+                           r"|tomorrow|scheduled|planned|pending|to be done)\b", re.I)
 _HYPO = re.compile(
     r"\b(?:if|in case|should|watch for|monitor for|look out for|at risk for|risk of|prevent|prevention)\b", re.I)
 _LOWCONF = re.compile(
@@ -171,17 +176,30 @@ class Context:
         return self._headers[k][1] if k >= 0 else ""
 
     def traits(self, begin: int, end: int, category: str) -> dict[str, float]:
-        """NEGATION, PERTAINS_TO_FAMILY, PAST_HISTORY, HYPOTHETICAL, LOW_CONFIDENCE for one entity."""
+        """NEGATION, PERTAINS_TO_FAMILY, PAST_HISTORY, HYPOTHETICAL, LOW_CONFIDENCE for one entity.
+
+        Conditions get all of them; tests and procedures NEGATION, FUTURE, PAST_HISTORY and
+        HYPOTHETICAL (the traits Comprehend Medical gives them); others NEGATION only.
+        """
         text = self.text
         s0 = self.scope_start(begin)
         prefix_start = max(s0, begin - 200)
         out: dict[str, float] = {}
         if self._negated(prefix_start, begin, end):
             out["NEGATION"] = 0.85
+        prefix = text[prefix_start:begin]
+        if category == "TEST_TREATMENT_PROCEDURE":
+            # Comprehend Medical's traits of tests and procedures: when they happened, or will
+            if _near(prefix, _FUTURE, 8) or _FUTURE_AFTER.match(text, end, min(len(text), end + 40)):
+                out["FUTURE"] = 0.7
+            elif _near(prefix, _PAST, 6) or self.section(begin) == "past":
+                out["PAST_HISTORY"] = 0.7
+            if _near(prefix, _HYPO, 20):
+                out["HYPOTHETICAL"] = 0.7
+            return out
         if category != "MEDICAL_CONDITION":
             return out
         section = self.section(begin)
-        prefix = text[prefix_start:begin]
         if section == "family" or _near(prefix, _FAMILY, 12, _FAMILY_BREAK):
             out["PERTAINS_TO_FAMILY"] = 0.8
         elif "NEGATION" not in out and (section == "past" or _near(prefix, _PAST, 6)):
