@@ -150,8 +150,8 @@ def groups_html(entities: dict[str, Any] | None, left_out: set[str]) -> str:
     if entities is None:
         return "<p>No entities.json for this document.</p>"
     named = {c for g in GROUPS for c in g.categories}
-    out = [f'<p>{len(items)} entities. Highlights in the page text are focusable (Tab) and show the '
-           'same details; struck-through highlights are negated.</p>']
+    out = [(f'<p>{len(items)} entities. Highlights in the page text are focusable (Tab) and show the '
+            'same details; struck-through highlights are negated.</p>')]
     for group in GROUPS:
         rows = [e for e in items if (e.get("Category") in group.categories if group.categories
                                      else e.get("Category") not in named)]

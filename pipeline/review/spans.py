@@ -21,7 +21,7 @@ class Span:
     tip: str  # tooltip text (newlines allowed)
     describedby: str  # id of the row with the details
     kind: str = "entity"  # "entity" | "attribute"
-    children: list["Span"] = field(default_factory=list)
+    children: list[Span] = field(default_factory=list)
 
 
 def page_ranges(text: str, pages: list[dict[str, Any]] | None) -> list[tuple[int, int, int]]:
