@@ -46,6 +46,16 @@
   } else {
     frames.forEach(fill);
   }
+  // A highlight's details open to its left when there is no room for them on its right.
+  function placeTip(ev) {
+    var mark = ev.target.closest ? ev.target.closest("mark.ent") : null;
+    if (!mark) { return; }
+    var room = document.documentElement.clientWidth - mark.getBoundingClientRect().left;
+    mark.classList.toggle("tip-left", room < 430);
+  }
+  document.addEventListener("focusin", placeTip);
+  document.addEventListener("mouseover", placeTip);
+
   // A link to a page or a highlight fills that page first, so the jump lands on its picture.
   window.addEventListener("hashchange", function () {
     var target = document.getElementById(location.hash.slice(1));
