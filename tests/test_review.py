@@ -483,6 +483,35 @@ def test_the_same_page_from_s3(processed):
         assert "searchable.pdf" in {k.rsplit("/", 1)[-1] for k in store.list(f"results/{doc_id}/")}
 
 
+def test_rows_from_every_database(db_settings):
+    """SQLite here, MariaDB (RDS MySQL) and PostgreSQL: every attempt's jobs, their events in order."""
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline import repository
+    from pipeline.database import transaction
+    from pipeline.events import UploadRef
+    from pipeline.models import Job, JobEvent, Rendition
+    from pipeline.review.collect import load_rows
+
+    doc, _ = repository.register_document(db_settings, UploadRef("uploads", f"uploads/x/{PATIENT_NAME}.pdf", etag="e"))
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with transaction(db_settings) as s:
+        for attempt in (2, 1):
+            s.add(Job(id=f"job-{attempt}", document_id=doc.id, attempt=attempt, kind="extract",
+                      name=f"medintake-extract-{attempt}", status="FAILED" if attempt == 1 else "SUCCEEDED",
+                      tries=1, exit_code=137 if attempt == 1 else 0, depends_on=[], created_at=t0 + timedelta(hours=attempt)))
+        for n, (job, status) in enumerate([("job-1", "RUNNING"), ("job-1", "FAILED"), ("job-2", "SUCCEEDED")]):
+            s.add(JobEvent(event_id=f"ev-{n}", job_id=job, document_id=doc.id, status=status, tries=1,
+                           received_at=t0 + timedelta(minutes=n)))
+        s.add(Rendition(document_id=doc.id, name="thumbnail", object_key="k", format="JPEG", mime="image/jpeg",
+                        width=1, height=1, bytes=10))
+    data = load_rows(db_settings, doc.id)
+    assert [(j["attempt"], j["status"], j["exit_code"]) for j in data.jobs] == [(1, "FAILED", 137), (2, "SUCCEEDED", 0)]
+    assert [e["status"] for e in data.events] == ["RUNNING", "FAILED", "SUCCEEDED"]
+    assert [r["name"] for r in data.renditions] == ["thumbnail"]
+    assert data.document["object_key"].endswith(f"{PATIENT_NAME}.pdf")
+
+
 def test_unknown_document_is_a_clear_error(processed, tmp_path):
     result = run_cli("--data-dir", str(processed["data"]), "show", "0" * 32)
     assert result.returncode == 2
