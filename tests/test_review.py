@@ -494,7 +494,7 @@ def test_rows_from_every_database(db_settings):
     from pipeline.review.collect import load_rows
 
     doc, _ = repository.register_document(db_settings, UploadRef("uploads", f"uploads/x/{PATIENT_NAME}.pdf", etag="e"))
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)  # noqa: UP017 (python_requires >= 3.10)
     with transaction(db_settings) as s:
         for attempt in (2, 1):
             s.add(Job(id=f"job-{attempt}", document_id=doc.id, attempt=attempt, kind="extract",
