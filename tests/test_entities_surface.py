@@ -288,3 +288,19 @@ def test_fixture_letter_and_lab_screenshot(tmp_path):
     assert tests["Glucose"] == {"TEST_VALUE": "7.2", "TEST_UNIT": "mmol/L"}  # past "(fasting):"
     assert tests["Creatinine"] == {"TEST_VALUE": "88", "TEST_UNIT": "umol/L"}
     assert {"TEST_VALUE": "8.1", "TEST_UNIT": "%"} in tests.values()
+
+
+def test_body_sites_get_their_side_and_conditions_their_site():
+    text = "Pain in the left knee. Swelling of both legs."
+    analysis = analyse(text, LOCAL)
+    check_offsets(text, analysis.entities)
+    by_text = {e["Text"]: e for e in analysis.entities["Entities"]}
+    assert [(a["Type"], a["Text"]) for a in by_text["knee"]["Attributes"]] == [("DIRECTION", "left")]
+    assert [(a["Type"], a["Text"], a["RelationshipType"]) for a in by_text["Pain"]["Attributes"]] == [
+        ("SYSTEM_ORGAN_SITE", "knee", "SYSTEM_ORGAN_SITE")]
+    assert [(a["Type"], a["Text"]) for a in by_text["Swelling"]["Attributes"]] == [("SYSTEM_ORGAN_SITE", "legs")]
+    icd = {e["Text"]: e for e in analysis.others["InferICD10CM"]["Entities"]}
+    assert icd["Pain"]["ICD10CMConcepts"][0]["Code"] == "M25.562"  # pain in left knee
+    assert icd["Swelling"]["ICD10CMConcepts"][0]["Code"].startswith("R22")  # the site did not fit better
+    assert not ParamValidator().validate(analysis.entities, _model("DetectEntitiesV2")).has_errors()
+    assert not ParamValidator().validate(analysis.others["InferICD10CM"], _model("InferICD10CM")).has_errors()

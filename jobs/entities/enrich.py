@@ -7,6 +7,7 @@ rule modules that know nothing of each other:
 - TEST_VALUE / TEST_UNIT attributes of tests (:mod:`jobs.entities.test_values`), and lab tests
   the lexicon lacks when a value follows them; a "medication" that is really a lab analyte with a
   lab unit ("creatinine 1.1 mg/dL") becomes the test it is;
+- DIRECTION of body sites and SYSTEM_ORGAN_SITE links from conditions (:mod:`jobs.entities.anatomy`);
 - PROTECTED_HEALTH_INFORMATION entities (:mod:`jobs.entities.phi`);
 - TIME_EXPRESSION entities linked to the entity they refer to (:mod:`jobs.entities.time_expressions`).
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import bisect
 import re
 
-from jobs.entities import phi, test_values, time_expressions
+from jobs.entities import anatomy, phi, test_values, time_expressions
 from jobs.entities.phi import Found
 
 # PHI types that win over a medical entity they overlap ("Dr. Parkinson" is a name, not a disease).
@@ -58,6 +59,7 @@ def enrich(text: str, response: dict) -> dict:
     """``response`` (DetectEntitiesV2 shape over ``text``) with test values, PHI and time expressions."""
     entities = [dict(e, Attributes=list(e.get("Attributes", []))) for e in response.get("Entities", [])]
     _tests(text, entities)
+    _anatomy(text, entities)
     taken = _Spans()
     for e in entities:
         taken.add(e["BeginOffset"], e["EndOffset"])
@@ -96,6 +98,24 @@ def _tests(text: str, entities: list[dict]) -> None:
         ent = _entity(text, f, "TEST_TREATMENT_PROCEDURE")
         ent["Attributes"] = [_attribute(text, v, "TEST_TREATMENT_PROCEDURE") for v in values]
         entities.append(ent)
+
+
+def _anatomy(text: str, entities: list[dict]) -> None:
+    """DIRECTION of body sites, and SYSTEM_ORGAN_SITE from a condition to the site it is in."""
+    sites = [e for e in entities if e["Category"] == "ANATOMY"]
+    for site in sites:
+        side = anatomy.direction(text, site["BeginOffset"])
+        if side is not None and not any(a["Type"] == "DIRECTION" for a in site["Attributes"]):
+            site["Attributes"].append(_attribute(text, side, "ANATOMY"))
+    for cond in entities:
+        if cond["Category"] != "MEDICAL_CONDITION":
+            continue
+        for site in sites:
+            if anatomy.site_of(text, (cond["BeginOffset"], cond["EndOffset"]),
+                               (site["BeginOffset"], site["EndOffset"])):
+                f = Found(site["BeginOffset"], site["EndOffset"], "SYSTEM_ORGAN_SITE", site["Score"])
+                cond["Attributes"].append(_attribute(text, f, "ANATOMY"))
+                break
 
 
 def _overlaps(e: dict, b: int, end: int) -> bool:
