@@ -8,6 +8,9 @@ attribute of an accepted type, attached to a MEDICATION entity, overlaps it ("ov
 exactly its span ("exact"). Other drugs in the notes are not annotated, so precision is not
 measured here (bench/bench_entities.py measures entity precision on BC5CDR and NCBI-disease).
 
+ICD-10-CM: top-1 and top-5 agreement with the code a coder would pick for 50 common conditions
+written plainly (ICD_EXPECTED below, chosen for this bench).
+
 Also timed: the whole local backend (extractor + test values, PHI and time-expression rules) and
 the ICD-10-CM lookup, in words per second on every clinical-medication note (one core).
 
@@ -38,6 +41,41 @@ ACCEPT = {
     "Frequency": {"FREQUENCY"},
     "IntakeTime": {"FREQUENCY"},
 }
+
+
+# Common conditions as written in notes -> the code a coder would pick with nothing more said
+# (chosen for this bench from the ICD-10-CM tabular list and alphabetic index; not a published set).
+ICD_EXPECTED = {
+    "type 2 diabetes mellitus": "E11.9", "diabetes": "E11.9", "DM2": "E11.9", "type 1 diabetes mellitus": "E10.9",
+    "essential hypertension": "I10", "hypertension": "I10", "HTN": "I10", "hyperlipidemia": "E78.5",
+    "hypercholesterolemia": "E78.00", "obesity": "E66.9", "asthma": "J45.909", "COPD": "J44.9",
+    "pneumonia": "J18.9", "chest pain": "R07.9", "headache": "R51.9", "migraine": "G43.909", "fever": "R50.9",
+    "nausea": "R11.0", "dizziness": "R42", "atrial fibrillation": "I48.91", "heart failure": "I50.9",
+    "congestive heart failure": "I50.9", "coronary artery disease": "I25.10", "stroke": "I63.9",
+    "chronic kidney disease": "N18.9", "acute kidney injury": "N17.9", "urinary tract infection": "N39.0",
+    "depression": "F32.A", "anxiety": "F41.9", "hypothyroidism": "E03.9", "GERD": "K21.9", "osteoarthritis": "M19.90",
+    "rheumatoid arthritis": "M06.9", "anemia": "D64.9", "breast cancer": "C50.919", "lung cancer": "C34.90",
+    "prostate cancer": "C61", "epilepsy": "G40.909", "seizure": "R56.9", "acute pancreatitis": "K85.90",
+    "deep vein thrombosis": "I82.409", "pulmonary embolism": "I26.99", "sepsis": "A41.9", "cellulitis": "L03.90",
+    "low back pain": "M54.50", "insomnia": "G47.00", "gout": "M10.9", "psoriasis": "L40.9", "rash": "R21",
+    "constipation": "K59.00",
+}
+
+
+def bench_icd10() -> None:
+    index = default_index()
+    top1 = top5 = 0
+    misses = []
+    for mention, code in ICD_EXPECTED.items():
+        codes = [c["Code"] for c in index.lookup(mention)]
+        top1 += bool(codes) and codes[0] == code
+        top5 += code in codes
+        if not codes or codes[0] != code:
+            misses.append(f"{mention} -> {codes[0] if codes else '-'} (expected {code})")
+    n = len(ICD_EXPECTED)
+    print(f"\nICD-10-CM on {n} common conditions: top-1 {top1 / n:.2f}, among the codes (top-5) {top5 / n:.2f}")
+    for miss in misses:
+        print(f"  {miss}")
 
 
 def read_gold(ann: Path) -> list[tuple[str, int, int, str]]:
@@ -104,6 +142,7 @@ def main() -> None:
           f"{words / local_s:,.0f} words/s")
     print(f"ICD-10-CM: index built in {build_s:.2f} s (once per process); {len(conditions)} conditions coded in "
           f"{lookup_s:.3f} s ({1000 * lookup_s / max(1, len(conditions)):.2f} ms each)")
+    bench_icd10()
 
 
 if __name__ == "__main__":

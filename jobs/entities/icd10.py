@@ -151,7 +151,7 @@ class Index:
                 score *= 0.85
             if score > best.get(t.code, 0.0):
                 best[t.code] = score
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1], len(self.descriptions[kv[0]]), kv[0]))
+        ranked = sorted(best.items(), key=lambda kv: (-round(kv[1], 6), kv[0]))  # ties: the lower code
         return [{"Code": c, "Description": self.descriptions[c], "Score": round(min(1.0, s), 4)}
                 for c, s in ranked[:MAX_CONCEPTS] if s >= MIN_SCORE]
 
