@@ -42,7 +42,7 @@ _EXPAND = {
     "iddm": "type 1 diabetes mellitus",
     # the ICD-10-CM alphabetic index codes diabetes of no stated type as type 2 (E11.-)
     "diabetes": "type 2 diabetes mellitus", "diabetes mellitus": "type 2 diabetes mellitus",
-    "esrd": "end stage renal disease", "dvt": "deep vein thrombosis", "icterus": "unspecified jaundice",
+    "esrd": "end stage renal disease", "icterus": "unspecified jaundice",
     "swelling": "localized swelling, mass and lump, unspecified", "edema": "edema, unspecified",
     "deep vein thrombosis": "acute embolism and thrombosis of unspecified deep veins of unspecified lower extremity",
     "coronary arteriosclerosis": "atherosclerotic heart disease of native coronary artery",
