@@ -306,6 +306,15 @@ def test_scanned_letter_boxes_highlights_and_no_network(processed, shown, opened
     assert_ink_under_boxes(view, 1, geometry, pages[0])
     marks = assert_highlights_cover_offsets(view, text, entities)
     assert {m["text"] for m in marks} >= {"metformin", "500 mg", "hypertension"}
+    tinted = view.page.eval_on_selector_all(".frame .box", "bs => bs.filter(b => /\\bon-/.test(b.className))"
+                                                          ".map(b => [+b.dataset.i, b.className])")
+    words = pages[0]["words"]
+    expected = {}
+    for ent in entities["Entities"]:  # words overlapping an entity are tinted with its category
+        for i, w in enumerate(words):
+            if w["offset"] < ent["EndOffset"] and ent["BeginOffset"] < w["offset"] + len(w["text"]):
+                expected.setdefault(i, ent["Category"].lower().replace("_", "-"))
+    assert {i: c.split("on-")[1] for i, c in tinted} == expected
     assert_no_network(view)
 
 

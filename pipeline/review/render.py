@@ -86,8 +86,13 @@ def display_box(box: list[float], width: float, height: float, degrees: int) -> 
     return x0, y0, x1, y1
 
 
-def word_boxes(page: dict[str, Any]) -> list[Any]:
-    """[left %, top %, width %, height %, class, title] per word (None for a word without a box)."""
+def word_boxes(page: dict[str, Any], start: int = 0, marks: list[tuple[int, int, str]] = ()) -> list[Any]:
+    """[left %, top %, width %, height %, classes, title] per word (None for a word without a box).
+
+    ``marks`` are entity spans in text.txt offsets (``start`` is the page's text_offset) with their
+    category: a word inside one is tinted with it on the picture too ("on-medication"…), so the
+    medications and conditions stand out on the page as in the text.
+    """
     raw_w, raw_h = float(page.get("width") or 0), float(page.get("height") or 0)
     width, height = display_size(page)
     degrees = turn(page)
@@ -101,8 +106,26 @@ def word_boxes(page: dict[str, Any]) -> list[Any]:
         x0, y0, x1, y1 = display_box(box, raw_w, raw_h, degrees)
         conf = w.get("confidence")
         title = f"{w.get('text', '')} ({conf:.0f}%)" if conf is not None and not layer else str(w.get("text", ""))
+        css = "t" if layer else confidence_class(conf)
+        if marks and isinstance(w.get("offset"), int):
+            ws = start + w["offset"]
+            we = ws + len(str(w.get("text", "")))
+            hit = next((cat for b, e_, cat in marks if ws < e_ and b < we), None)
+            if hit:
+                css += " on-" + hit
         out.append([round(100 * x0 / width, 4), round(100 * y0 / height, 4), round(100 * (x1 - x0) / width, 4),
-                    round(100 * (y1 - y0) / height, 4), "t" if layer else confidence_class(conf), title])
+                    round(100 * (y1 - y0) / height, 4), css, title])
+    return out
+
+
+def _entity_marks(placed: list[spanmod.Span], start: int, end: int) -> list[tuple[int, int, str]]:
+    """(begin, end, category) of the entity highlights (not attributes) within one page."""
+    out = []
+    for span in placed:
+        if span.kind == "entity" and start <= span.begin and span.end <= end:
+            cat = next((c[4:] for c in span.css.split() if c.startswith("cat-")), "")
+            if cat:
+                out.append((span.begin, span.end, cat))
     return out
 
 
@@ -134,7 +157,7 @@ def pages_html(data: ReviewData, images: dict[int, str], placed: list[spanmod.Sp
             figure = (f'<div class="frame" data-page="{page_no}" style="aspect-ratio:{float(width):g}/{float(height):g}" '
                       f'data-width="{float(width):g}" data-height="{float(height):g}" data-units="{e(page.get("units"))}">'
                       f'{tpl}{none}</div><script type="application/json" id="w-{page_no}">'
-                      f'{_json_script(word_boxes(page))}</script>')
+                      f'{_json_script(word_boxes(page, start, _entity_marks(placed, start, end)))}</script>')
         body = spanmod.render_text(text, start, end, placed)
         out.append(
             f'<section class="page" id="p-{page_no}" aria-labelledby="p-{page_no}-h">'
@@ -261,6 +284,7 @@ def legend_html() -> str:
     boxes = ("".join(f'<li><span class="swatch box-{c}"></span>{label}</li>' for c, label in
                      (("h", "confidence \u2265 90"), ("m", "70\u201390"), ("l", "below 70 (dotted)"),
                       ("t", "PDF text layer (no confidence)"))))
+    boxes += '<li><span class="swatch box-h on-medication"></span>tinted: a word of an entity (its category colour)</li>'
     return f'<ul class="legend" aria-label="Entity categories">{chips}</ul><ul class="legend" aria-label="Word boxes">{boxes}</ul>'
 
 
