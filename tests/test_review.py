@@ -560,3 +560,33 @@ def test_crossing_spans_and_page_breaks_are_left_out_not_misplaced():
                      'data-tip="tip" aria-describedby="e-a">aspirin</mark> daily</mark>')
     page2 = spanmod.render_text(text, 14, 28, placed)
     assert page2.count("<mark") == 2 and page2.endswith("</mark></mark> today")
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_text_layer_boxes_turn_with_the_page(rotation):
+    """The page's boxes turned as its picture is, checked against turning corner by corner."""
+    from pipeline.review import render
+
+    page = {"source": "text-layer", "rotation": rotation, "width": 600.0, "height": 800.0,
+            "words": [{"text": "w", "bbox": [10.0, 20.0, 110.0, 45.0], "confidence": 100.0, "offset": 0}]}
+    turned = upright(page)
+    assert render.display_size(page) == (turned["width"], turned["height"])
+    (box,) = render.word_boxes(page)
+    x0, y0, x1, y1 = turned["words"][0]["bbox"]
+    expected = [100 * x0 / turned["width"], 100 * y0 / turned["height"],
+                100 * (x1 - x0) / turned["width"], 100 * (y1 - y0) / turned["height"]]
+    assert box[:4] == pytest.approx(expected, abs=1e-3)
+    assert box[4] == "t"
+
+
+def test_estimated_cost_is_shown_when_the_manifest_has_one():
+    from pipeline.review import render
+
+    manifest = {"timings": {"entities": {"seconds": 1.5, "status": "SUCCEEDED", "tries": 1, "stages": {"entities": 1.2}}},
+                "tool_versions": {"tesseract": "5.3.0"},
+                "usage": {"entities": {"estimated_cost_usd": 0.0123, "operations": {
+                    "DetectEntitiesV2": {"units": 3, "estimated_cost_usd": 0.0003}}}}}
+    out = render.manifest_html(manifest)
+    assert "usage.entities.estimated_cost_usd" in out and "0.0123" in out
+    assert "usage.entities.operations.DetectEntitiesV2.estimated_cost_usd" in out
+    assert "No cost estimate" in render.manifest_html({"tool_versions": {}, "status": "COMPLETED"})
