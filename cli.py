@@ -4,6 +4,7 @@
     medintake watch DIR           process files as they appear (local stand-in for upload events)
     medintake reprocess DOC_ID    a new attempt of a document
     medintake show DOC_ID         one offline HTML page: what the pipeline saw (PHI: written 0600)
+    medintake entities            JSON lines {"id", "text"} on stdin -> {"id", "entities"} on stdout
     medintake db upgrade          create or migrate the schema
 """
 from __future__ import annotations

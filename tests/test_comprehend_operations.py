@@ -265,3 +265,30 @@ def test_low_confidence_marks_service_responses_whose_shape_allows_it(monkeypatc
     assert low(analysis.others["DetectPHI"]) == {}  # "Jane" was read well
     for op in ("InferICD10CM", "InferRxNorm", "DetectPHI"):
         assert not ParamValidator().validate(analysis.others[op], _shape(op)).has_errors()
+
+
+def test_entities_command_with_the_service_backend(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import cli
+
+    client = _client()
+    monkeypatch.setattr(comprehend, "make_client", lambda region: client)
+    monkeypatch.setenv("MEDINTAKE_AWS_REGION", "us-east-1")
+    text = "Jane takes metformin for diabetes."
+    with Stubber(client) as stub:
+        stub.add_response("detect_entities_v2", _response("DetectEntitiesV2", text), {"Text": text})
+        result = CliRunner().invoke(cli.main, ["entities", "--backend", "comprehendmedical", "--data-dir",
+                                               str(tmp_path)], input=json.dumps({"id": "x", "text": text}) + "\n",
+                                    catch_exceptions=False)
+        stub.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert row["id"] == "x" and [e["Text"] for e in row["entities"]] == [MARK]
+
+    with Stubber(client) as stub:  # a refusal ends the command with the error's exit code, no text shown
+        stub.add_client_error("detect_entities_v2", "AccessDeniedException", f"denied: {text}", 400)
+        result = CliRunner().invoke(cli.main, ["entities", "--backend", "comprehendmedical"],
+                                    input=json.dumps({"id": "x", "text": text}) + "\n")
+    assert result.exit_code == int(ConfigError("x").exit_code)
+    assert "Jane" not in result.output
