@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -21,7 +23,8 @@ from jobs.entities.detect import analyse, detect_entities
 from jobs.entities.ocr_confidence import LowConfidence
 from pipeline.settings import Settings
 
-LOCAL = Settings(entities_backend="local")
+# the ICD-10-CM index cache goes to <data_dir>/cache: one folder for this module's tests
+LOCAL = Settings(entities_backend="local", data_dir=Path(tempfile.gettempdir()) / "medintake-test-entities-surface")
 
 LETTER = (
     "Riverside Family Clinic, 12 Harbor Street, Springfield, IL 62704\n"
@@ -304,3 +307,24 @@ def test_body_sites_get_their_side_and_conditions_their_site():
     assert icd["Swelling"]["ICD10CMConcepts"][0]["Code"].startswith("R22")  # the site did not fit better
     assert not ParamValidator().validate(analysis.entities, _model("DetectEntitiesV2")).has_errors()
     assert not ParamValidator().validate(analysis.others["InferICD10CM"], _model("InferICD10CM")).has_errors()
+
+
+def test_icd10cm_index_cache_is_reused_and_rebuilt_when_bad(tmp_path, monkeypatch):
+    built = icd10.default_index()  # the in-process index (no cache folder)
+    icd10.default_index.cache_clear()
+    first = icd10.default_index(tmp_path)
+    (cache,) = tmp_path.glob("icd10cm-*.marshal")
+    assert cache.stat().st_size > 1_000_000
+    calls = []
+    monkeypatch.setattr(icd10, "_build", lambda: calls.append(1) or built)
+    icd10.default_index.cache_clear()
+    again = icd10.default_index(tmp_path)  # read back, not rebuilt
+    assert calls == [] and again is not first
+    for mention in ("type 2 diabetes mellitus", "essential hypertension", "breast cancer", "chest pain"):
+        assert again.lookup(mention) == first.lookup(mention) == built.lookup(mention)
+    cache.write_bytes(b"not an index")
+    icd10.default_index.cache_clear()
+    assert icd10.default_index(tmp_path) is built and calls == [1]  # a bad cache is rebuilt and rewritten
+    icd10.default_index.cache_clear()
+    assert icd10.default_index(tmp_path).lookup("HTN")[0]["Code"] == "I10" and calls == [1]
+    icd10.default_index.cache_clear()
