@@ -49,7 +49,7 @@ _RULES: list[tuple[str, float, str, int]] = [
                  r"|Insurance(?: ID| No\.?| Number| #)|Subscriber(?: ID| No\.?| #)|Claim(?: No\.?| Number| #)"
                  r"|Medicare(?: No\.?| Number| ID| #)?|Medicaid(?: No\.?| Number| ID| #)?|NPI|DEA(?: No\.?| #)?"
                  r"|License(?: No\.?| #)|Case(?: No\.?| #)|Chart(?: No\.?| #)|ID(?: No\.?| Number| #)?)"
-                 r"[ \t]*(?:[:#]|No\.?|is)?[ \t]*([A-Z0-9][A-Z0-9-]{3,19}\b)", 1),
+                 r"[ \t]*(?:[:#]|No\.?|is)?[ \t]*((?=[A-Z-]*\d)[A-Z0-9][A-Z0-9-]{3,19}\b)", 1),  # has a digit
     ("PHONE_OR_FAX", 0.9, r"(?<![\w-])(?:\+?1[ \t.-]?)?(?:\(\d{3}\)[ \t]?|\d{3}[ \t.-])\d{3}[ \t.-]\d{4}(?![\w-])"
                           r"(?:[ \t]*(?:x|ext\.?)[ \t]*\d{1,5})?", 0),
     ("PHONE_OR_FAX", 0.8, r"\b(?:Tel|Phone|Ph|Fax|Mobile|Cell)\.?[ \t]*:?[ \t]*(\+\d[\d \t().-]{7,18}\d)", 1),
