@@ -98,6 +98,7 @@ def test_phi_patterns(text, expected):
     "Patient: denies chest pain.",  # the cue followed by no name
     "Patient: Alert and oriented, no distress.",  # one capitalised word after the cue is no name
     "ID CONSULT requested for fever.",  # an identifier has a digit
+    "Attending: Attending Physician",  # a role, not a name
     "Metformin 500 mg PO BID for 3 months.",
     "Temperature 38.5 C, HR 92, BP 130/85 mmHg.",
 ])

@@ -84,6 +84,7 @@ _COMPILED = [(t, s, re.compile(p, re.M), g) for t, s, p, g in _RULES]
 _NOT_NAMES = frozenset("""
 denies denied reports reported presents presented complains states stated is was has had with the a an
 and or of in on at to for no not none unknown visit office note notes signature date follow patient
+attending physician doctor provider nurse resident fellow surgeon team service clinic department primary care
 """.split())
 # Section words that start with a capital and would otherwise be swallowed into a name.
 _NAME_STOP = re.compile(r"[ \t]+(?:MD|M\.D\.|DO|RN|NP|Date|DOB|MRN|Age|Sex|Phone|Tel|Fax|Re|Dear|Patient)\b.*$", re.S)
