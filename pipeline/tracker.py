@@ -145,7 +145,8 @@ def build_manifest(
             **({"stages": r["timings"]} if r.get("timings") else {}),
         }
         versions.update(r.get("tool_versions", {}))
-        usage.update(r.get("usage", {}))  # billed service usage and estimated cost (entities: Comprehend Medical)
+        if r.get("usage"):  # billed service usage and estimated cost, per job kind (entities: Comprehend Medical)
+            usage[j.kind] = r["usage"]
         if j.kind == "extract":
             result = r
     return {

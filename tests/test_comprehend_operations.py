@@ -215,12 +215,13 @@ def test_configured_operations_reach_their_files_and_the_manifest(monkeypatch):
     from types import SimpleNamespace
 
     job = SimpleNamespace(kind="entities", status="SUCCEEDED", tries=1, started_at=None, stopped_at=None,
-                          result={"usage": {"comprehendmedical": bill}, "tool_versions": {"entities": "2.1.0"}})
+                          result={"usage": bill, "tool_versions": {"entities": "2.1.0"}})
     doc = SimpleNamespace(id="d", attempt=1, bucket="b", object_key="k", version_id=None, etag="e", size=1,
                           sha256="s", file_format=None, page_count=1, language=None)
     manifest = build_manifest(doc, "COMPLETED", None, [job], {})
-    assert json.loads(json.dumps(manifest))["usage"]["comprehendmedical"]["estimated_cost_usd"] == \
-        bill["estimated_cost_usd"]
+    usage = json.loads(json.dumps(manifest))["usage"]["entities"]
+    assert usage["estimated_cost_usd"] == bill["estimated_cost_usd"] and usage["service"] == "comprehendmedical"
+    assert usage["operations"]["DetectEntitiesV2"]["estimated_cost_usd"] == pytest.approx(0.04)
     assert "usage" not in build_manifest(doc, "COMPLETED", None, [SimpleNamespace(**{**job.__dict__, "result": {}})],
                                          {})
 

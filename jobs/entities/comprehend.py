@@ -224,8 +224,8 @@ class ComprehendMedical:
             cost = round(u["units"] * PRICE_PER_UNIT_USD[op], 6)
             total += cost
             out[op] = {**u, "price_per_unit_usd": PRICE_PER_UNIT_USD[op], "estimated_cost_usd": cost}
-        return {"operations": out, "estimated_cost_usd": round(total, 6), "unit_characters": UNIT_CHARS,
-                "price_source": "https://aws.amazon.com/comprehend/medical/pricing/"}
+        return {"service": "comprehendmedical", "operations": out, "estimated_cost_usd": round(total, 6),
+                "unit_characters": UNIT_CHARS, "price_source": "https://aws.amazon.com/comprehend/medical/pricing/"}
 
     def _call(self, part: str, index: int, total: int, method: str = "detect_entities_v2") -> dict:
         from botocore.exceptions import (

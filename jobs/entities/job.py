@@ -47,7 +47,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
                           **{f"entities_{op}": str(o.get("ModelVersion", "")) for op, o in analysis.others.items()}},
     }
     if analysis.billing is not None:
-        result["usage"] = {"comprehendmedical": analysis.billing}
+        result["usage"] = analysis.billing  # manifest.json: usage.entities
     return result
 
 
