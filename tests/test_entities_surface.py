@@ -330,3 +330,17 @@ def test_icd10cm_index_cache_is_reused_and_rebuilt_when_bad(tmp_path, monkeypatc
     icd10.default_index.cache_clear()
     assert icd10.default_index(tmp_path).lookup("HTN")[0]["Code"] == "I10" and calls == [1]
     icd10.default_index.cache_clear()
+
+
+def test_pages_json_is_read_page_by_page(tmp_path):
+    from jobs.entities.ocr_confidence import iter_pages
+
+    text = _extracted("fax_two_pages.tiff", tmp_path)
+    data = (tmp_path / "pages.json").read_bytes()
+    whole = json.loads(data)
+    assert len(whole) == 2 and list(iter_pages(data)) == whole  # the writer's one-page-per-line layout
+    assert list(iter_pages(json.dumps(whole, indent=2).encode())) == whole  # any other layout: parsed whole
+    low = LowConfidence.from_json(data, 101.0)
+    assert len(low) == sum(1 for p in whole for w in p["words"] if w["offset"] is not None and w["confidence"] >= 0)
+    for b, e, _ in low.spans:
+        assert text[b:e].strip()

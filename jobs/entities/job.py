@@ -62,7 +62,7 @@ def _low_confidence(ctx: JobContext) -> Any:
     from jobs.entities.ocr_confidence import LowConfidence
 
     try:
-        pages = json.loads(ctx.store.get_bytes(ctx.prefix + "pages.json").decode("utf-8"))
+        data = ctx.store.get_bytes(ctx.prefix + "pages.json")
     except KeyError:
         return None
-    return LowConfidence.from_pages(pages, ctx.settings.ocr_low_confidence)
+    return LowConfidence.from_json(data, ctx.settings.ocr_low_confidence)  # page by page: bounded memory

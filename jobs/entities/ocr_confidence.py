@@ -11,7 +11,10 @@ carry confidence 100 and are never marked.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Iterable
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 TRAIT = "LOW_CONFIDENCE"
 
@@ -28,7 +31,12 @@ class LowConfidence:
         return len(self.spans)
 
     @classmethod
-    def from_pages(cls, pages: list[dict[str, Any]], threshold: float) -> "LowConfidence":
+    def from_json(cls, data: bytes, threshold: float) -> "LowConfidence":
+        """From pages.json's bytes, one page at a time (see :func:`iter_pages`)."""
+        return cls.from_pages(iter_pages(data), threshold)
+
+    @classmethod
+    def from_pages(cls, pages: Iterable[dict[str, Any]], threshold: float) -> "LowConfidence":
         """Words of OCR'd pages below ``threshold``, as (begin, end, confidence) in text.txt."""
         spans = []
         for page in pages:
@@ -61,3 +69,37 @@ class LowConfidence:
                     traits.append({"Name": TRAIT, "Score": round(max(0.5, 1 - conf / 100), 4)})
                     marked += item is e
         return marked
+
+
+def iter_pages(data: bytes) -> Iterator[dict[str, Any]]:
+    """The page records of pages.json, parsed one at a time.
+
+    Why: pages.json of a long scan holds every word with its box (tens of MB); parsed whole it
+    would need several times that in Python objects. The extract stage writes one page record
+    per line ("[", then each record on its own line, commas between, "]"; see
+    jobs/extract/text.py ``_Outputs.write_page``), so lines are parsed one by one. A file laid
+    out otherwise is parsed whole.
+    """
+    lines = io.BytesIO(data)
+    if lines.readline().strip() != b"[" or not _one_record(lines.readline()):
+        yield from json.loads(data)
+        return
+    lines.seek(0)
+    lines.readline()
+    for raw in lines:
+        line = raw.strip().rstrip(b",")
+        if line.startswith(b"{"):
+            yield json.loads(line)
+        elif line not in (b"", b"]"):
+            raise ValueError("pages.json is not laid out one page per line")
+
+
+def _one_record(line: bytes) -> bool:
+    """Is this line a whole page record (the line layout), or the start of an indented one?"""
+    line = line.strip().rstrip(b",")
+    if line in (b"]", b""):
+        return True  # no pages at all
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
