@@ -23,6 +23,8 @@ in PRICE_PER_UNIT_USD; the job puts it in the manifest.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import random
@@ -30,7 +32,7 @@ import re
 import threading
 import time
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pipeline.errors import ConfigError, MedintakeError, TransientError
 from pipeline.settings import Settings
@@ -192,18 +194,11 @@ class ComprehendMedical:
         entities: list[dict] = []
         unmapped: list[dict] = []
         model_version = ""
-        next_id = 0
+        counter = itertools.count()
         for offset, resp in answers:
             model_version = model_version or resp.get("ModelVersion", "")
-            ids: dict[int, int] = {}
-
-            def renumber(old: int) -> int:
-                nonlocal next_id
-                if old not in ids:
-                    ids[old] = next_id
-                    next_id += 1
-                return ids[old]
-
+            ids: dict[int, int] = {}  # this response's Ids -> merged Ids (an attribute may repeat an Id)
+            renumber = functools.partial(_renumber, ids, counter)
             for ent in resp.get("Entities", []):
                 entities.append(_shift(ent, offset, renumber))
             for ua in resp.get("UnmappedAttributes", []):
@@ -278,6 +273,13 @@ class ComprehendMedical:
             delay = cap / 2 + self.rng.uniform(0, cap / 2)  # "equal jitter": spread out, never zero
             log.warning("comprehendmedical: %s, retry %d in %.2fs", reason, attempt, delay)
             self.sleep(delay)
+
+
+def _renumber(ids: dict[int, int], counter: Iterator[int], old: int) -> int:
+    """The merged Id of ``old`` in one response: new Ids in order of first sight."""
+    if old not in ids:
+        ids[old] = next(counter)
+    return ids[old]
 
 
 def _shift(item: dict, offset: int, renumber: Callable[[int], int]) -> dict:
