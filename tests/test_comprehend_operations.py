@@ -117,8 +117,15 @@ def test_a_cut_inside_a_multibyte_run_never_splits_a_character():
 def test_throttling_is_retried_with_jittered_backoff_on_every_operation():
     client = _client()
     sleeps: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:  # a clock that the back-off moves on
+        sleeps.append(seconds)
+        now[0] += seconds
+
     text = "Jane takes metformin for diabetes."
-    cm = comprehend.ComprehendMedical(client, sleep=sleeps.append, base_delay=1.0, rng=random.Random(3))
+    cm = comprehend.ComprehendMedical(client, sleep=sleep, base_delay=1.0, rng=random.Random(3),
+                                      clock=lambda: now[0])
     with Stubber(client) as stub:
         for op in ("DetectEntitiesV2", "InferICD10CM", "InferRxNorm", "DetectPHI"):
             method = comprehend.OPERATIONS[op][0]
@@ -132,6 +139,7 @@ def test_throttling_is_retried_with_jittered_backoff_on_every_operation():
         cap = 1.0 * 2 ** (k % 2)
         assert cap / 2 <= delay <= cap
     assert len(set(sleeps)) == 8  # jittered, not lock-step
+    assert cm.gate_waits == 0  # one request at a time: the back-off already covered the gate
     # throttled attempts are not billed: one request of one unit per operation
     assert all(u == {"requests": 1, "characters": len(text), "units": 1} for u in cm.usage.values())
 
@@ -178,6 +186,44 @@ class _SlowClient:
         with self.lock:
             self.in_flight -= 1
         return _response("DetectEntitiesV2", Text)
+
+
+class _ThrottleOnceClient(_SlowClient):
+    """Throttles its second request once; records when each request started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[float] = []
+        self.throttled_at: float | None = None
+
+    def detect_entities_v2(self, Text: str) -> dict:  # noqa: N803
+        from botocore.exceptions import ClientError
+
+        with self.lock:
+            self.starts.append(time.monotonic())
+            throttle = len(self.starts) == 2
+            if throttle:
+                self.throttled_at = time.monotonic()
+        if throttle:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "DetectEntitiesV2")
+        return super().detect_entities_v2(Text)
+
+
+def test_a_throttled_request_holds_back_the_pool():
+    text = (f"Take {MARK} daily. " * 60 + "\n\n") * 12
+    client = _ThrottleOnceClient()
+    cm = comprehend.ComprehendMedical(client, max_chars=1200, max_bytes=1200, concurrency=3, base_delay=0.4,
+                                      rng=random.Random(1))
+    result = cm.run(text, "DetectEntitiesV2")
+    parts = len(comprehend.split_text(text, 1200, 1200))
+    assert client.calls == parts and len(client.starts) == parts + 1 and cm.retries == 1
+    assert cm.gate_waits >= 1
+    gate = cm._gate
+    assert gate - client.throttled_at >= 0.2 * 0.9  # equal jitter: at least half the 0.4 s cap
+    early = [t for t in client.starts if client.throttled_at + 0.01 < t < gate - 0.02]  # (the gate is set ~µs later)
+    assert early == []  # nobody started a request while the back-off ran
+    assert [e["BeginOffset"] for e in result["Entities"]] == [m.start() for m in re.finditer(MARK, text)]
 
 
 def test_requests_in_flight_never_exceed_the_concurrency_bound():

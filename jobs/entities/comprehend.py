@@ -12,7 +12,9 @@ the service still answers TextSizeLimitExceededException, that part is halved an
 Why our own retries: botocore's retries are switched off for this client so that the number of
 attempts and the total wait are bounded here (exponential backoff with "equal jitter"), once, not
 twice. Parts go out through a pool of ``comprehend_concurrency`` threads, so one document never has
-more requests in flight than that, whatever the operations.
+more requests in flight than that, whatever the operations; when one request is throttled, the
+other threads start no new request until its back-off has passed (retries keep their own
+back-off), so a throttled account is not hit by the rest of the pool meanwhile.
 Errors never carry the text or the service's message (a ValidationException can echo input):
 only the error code, HTTP status and part numbers.
 
@@ -133,7 +135,7 @@ class ComprehendMedical:
     def __init__(self, client: Any, *, max_chars: int | None = None, max_bytes: int | None = None,
                  max_attempts: int = 6, base_delay: float = 0.5, max_delay: float = 20.0,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
-                 concurrency: int = 1) -> None:
+                 concurrency: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.max_chars = max_chars
         self.max_bytes = max_bytes
@@ -146,6 +148,9 @@ class ComprehendMedical:
         self.calls = 0
         self.retries = 0
         self.usage: dict[str, dict[str, int]] = {}
+        self.clock = clock
+        self.gate_waits = 0
+        self._gate = 0.0  # clock time before which no first attempt starts (set by a throttled request)
         self._lock = threading.Lock()
 
     def detect(self, text: str) -> dict:
@@ -237,6 +242,12 @@ class ComprehendMedical:
         attempt = 0
         while True:
             attempt += 1
+            if attempt == 1:  # a throttled request holds back the others' new requests too
+                with self._lock:
+                    wait = self._gate - self.clock()
+                    self.gate_waits += wait > 0
+                if wait > 0:
+                    self.sleep(wait)
             with self._lock:
                 self.calls += 1
             try:
@@ -270,7 +281,9 @@ class ComprehendMedical:
             with self._lock:
                 self.retries += 1
             cap = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-            delay = cap / 2 + self.rng.uniform(0, cap / 2)  # "equal jitter": spread out, never zero
+            with self._lock:
+                delay = cap / 2 + self.rng.uniform(0, cap / 2)  # "equal jitter": spread out, never zero
+                self._gate = max(self._gate, self.clock() + delay)
             log.warning("comprehendmedical: %s, retry %d in %.2fs", reason, attempt, delay)
             self.sleep(delay)
 
