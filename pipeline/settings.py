@@ -54,6 +54,9 @@ class Settings:
     comprehend_operations: str = "DetectEntitiesV2"
     comprehend_concurrency: int = 4  # requests in flight at once per document (all operations)
     local_icd10cm: str = "on"  # local backend: icd10cm.json from the simple-icd-10-cm code set | off
+    # Built indexes reused by later worker processes (the ICD-10-CM index: ~3.5 s to build, ~0.5 s
+    # to read back). Default <data_dir>/cache; the worker image ships one built at image build.
+    cache_dir: Path | None = None
     ocr_low_confidence: float = 60.0  # entities over an OCR word below this confidence get LOW_CONFIDENCE
     ocr_languages: str = "eng"
     ocr_page_workers: int = 1  # pages OCR'd in parallel inside one extract job (match its vCPUs)
@@ -119,6 +122,10 @@ class Settings:
     @property
     def effective_notices_path(self) -> Path:
         return (self.notices_path or self.data_dir / "notices.jsonl").resolve()
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
 
     @property
     def effective_workers(self) -> int:

@@ -344,3 +344,27 @@ def test_pages_json_is_read_page_by_page(tmp_path):
     assert len(low) == sum(1 for p in whole for w in p["words"] if w["offset"] is not None and w["confidence"] >= 0)
     for b, e, _ in low.spans:
         assert text[b:e].strip()
+
+
+def test_a_cache_built_ahead_is_what_the_entities_stage_reads(tmp_path, monkeypatch):
+    """The worker image builds the index once (``python -m jobs.entities.icd10 DIR``) and points
+    ``cache_dir`` at it, so no job container pays the ~3.5 s build."""
+    from conftest import REPO
+
+    prebuilt = tmp_path / "image-cache"
+    proc = subprocess.run([sys.executable, "-m", "jobs.entities.icd10", str(prebuilt)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(prebuilt.glob("icd10cm-*.marshal"))) == 1
+    monkeypatch.setenv("MEDINTAKE_CACHE_DIR", str(prebuilt))
+    settings = Settings.load(data_dir=tmp_path / "data")
+    assert settings.effective_cache_dir == prebuilt.resolve()
+    monkeypatch.setattr(icd10, "_build", lambda: pytest.fail("the index was rebuilt"))
+    icd10.default_index.cache_clear()
+    try:
+        analysis = analyse("Known type 2 diabetes mellitus.", settings.replace(entities_backend="local"))
+    finally:
+        icd10.default_index.cache_clear()
+    codes = [c["Code"] for e in analysis.others["InferICD10CM"]["Entities"] for c in e["ICD10CMConcepts"]]
+    assert "E11.9" in codes
+    assert not (tmp_path / "data" / "cache").exists()

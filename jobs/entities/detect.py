@@ -67,8 +67,8 @@ def analyse(text: str, settings: Settings, low_confidence: Any = None) -> Analys
         if settings.local_icd10cm == "on":
             from jobs.entities.icd10 import infer_icd10cm
 
-            # traits (LOW_CONFIDENCE too) carried over; the code index is cached in the data folder
-            others["InferICD10CM"] = infer_icd10cm(entities, cache_dir=settings.data_dir / "cache")
+            # traits (LOW_CONFIDENCE too) carried over; the code index is read from the cache folder
+            others["InferICD10CM"] = infer_icd10cm(entities, cache_dir=settings.effective_cache_dir)
         result = Analysis(entities, others, None, marked)
     elif backend == "comprehendmedical":
         from jobs.entities.comprehend import analyse as comprehend_analyse

@@ -4,7 +4,7 @@ The local extractor (:mod:`jobs.entities.local`) finds medications, conditions, 
 and anatomy with their medication attributes and context traits. This module adds, from small
 rule modules that know nothing of each other:
 
-- TEST_VALUE / TEST_UNIT attributes of tests (:mod:`jobs.entities.test_values`), and lab tests
+- TEST_VALUE / TEST_UNIT attributes of tests (:mod:`jobs.entities.lab_values`), and lab tests
   the lexicon lacks when a value follows them; a "medication" that is really a lab analyte with a
   lab unit ("creatinine 1.1 mg/dL") becomes the test it is;
 - DIRECTION of body sites and SYSTEM_ORGAN_SITE links from conditions (:mod:`jobs.entities.anatomy`);
@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import re
 
-from jobs.entities import anatomy, phi, test_values, time_expressions
+from jobs.entities import anatomy, lab_values, phi, time_expressions
 from jobs.entities.phi import Found
 
 # PHI types that win over a medical entity they overlap ("Dr. Parkinson" is a name, not a disease).
@@ -74,25 +74,25 @@ def _tests(text: str, entities: list[dict]) -> None:
     """Values and units of tests; lab analytes read as medications become tests."""
     covered = sorted((e["BeginOffset"], e["EndOffset"]) for e in entities)
     for e in entities:
-        if e["Category"] == "MEDICATION" and test_values._NAMES.fullmatch(e["Text"]):
-            found = test_values.value_and_unit(text, e["EndOffset"])
+        if e["Category"] == "MEDICATION" and lab_values.TEST_NAMES.fullmatch(e["Text"]):
+            found = lab_values.value_and_unit(text, e["EndOffset"])
             unit = next((f for f in found if f.type == "TEST_UNIT"), None)
             if unit is not None and _LAB_UNIT.search(text[unit.begin:unit.end]):
                 e.update(Category="TEST_TREATMENT_PROCEDURE", Type="TEST_NAME", Traits=[], Attributes=[])
         if e["Category"] == "TEST_TREATMENT_PROCEDURE" and e["Type"] == "TEST_NAME" and not any(
                 a["Type"] == "TEST_VALUE" for a in e["Attributes"]):
-            end = test_values.longer_name(text, e["BeginOffset"], e["EndOffset"])
-            if end > e["EndOffset"] and test_values.value_and_unit(text, end) and not any(
+            end = lab_values.longer_name(text, e["BeginOffset"], e["EndOffset"])
+            if end > e["EndOffset"] and lab_values.value_and_unit(text, end) and not any(
                     b < end and e["EndOffset"] < en for b, en in covered if b >= e["EndOffset"]):
                 e.update(EndOffset=end, Text=text[e["BeginOffset"]:end])  # "Hemoglobin" -> "Hemoglobin A1c"
             e["Attributes"] += [_attribute(text, f, e["Category"])
-                                for f in test_values.value_and_unit(text, e["EndOffset"])]
+                                for f in lab_values.value_and_unit(text, e["EndOffset"])]
     starts = [b for b, _ in covered]
-    for f in test_values.find_tests(text):
+    for f in lab_values.find_tests(text):
         k = bisect.bisect_right(starts, f.begin) - 1
         if (k >= 0 and covered[k][1] > f.begin) or (k + 1 < len(covered) and covered[k + 1][0] < f.end):
             continue  # the extractor already has something here
-        values = test_values.value_and_unit(text, f.end)
+        values = lab_values.value_and_unit(text, f.end)
         if not values:
             continue  # a bare "K" or "PT" is too ambiguous without its value
         ent = _entity(text, f, "TEST_TREATMENT_PROCEDURE")

@@ -305,3 +305,22 @@ def infer_icd10cm(entities_response: dict, index: Index | None = None, cache_dir
             "Traits": [t for t in e.get("Traits", []) if t["Name"] in _TRAITS], "ICD10CMConcepts": concepts,
         })
     return {"Entities": out, "ModelVersion": MODEL_VERSION}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jobs.entities.icd10 CACHE_DIR``: build the index cache (the worker image does,
+    so that no job container pays the build)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m jobs.entities.icd10 CACHE_DIR", file=sys.stderr)
+        return 2
+    cache = Path(args[0])
+    default_index(cache)
+    print(f"icd10cm index cached in {_cache_file(cache)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -40,7 +40,7 @@ _WORD_VALUE = r"(?:positive|negative|normal|abnormal|elevated|low|high|undetecta
 _SEP = r"[ \t]*(?:[:=]|\bof\b|\bwas\b|\bis\b|\bwere\b|\bat\b)?[ \t]*"
 _QUALIFIER = r"(?:[ \t]*\((?:fasting|random|serum|plasma|blood|urine|whole blood|venous|arterial|calc(?:ulated)?)\))?"
 _VALUE = re.compile(rf"{_QUALIFIER}{_SEP}(?P<value>{_NUM}|{_WORD_VALUE})(?:[ \t]*(?P<unit>{_UNIT})(?![\w/]))?", re.I)
-_NAMES = re.compile(
+TEST_NAMES = re.compile(
     r"(?<![\w-])(?:" + "|".join(
         (rf"(?-i:{re.escape(t)})" if t.upper() == t or len(t) <= 3 else re.escape(t))
         for t in sorted(_TESTS, key=len, reverse=True)) + r")(?![\w-])", re.I)
@@ -48,7 +48,7 @@ _NAMES = re.compile(
 
 def find_tests(text: str) -> list[Found]:
     """Test names of the short list (the local extractor adds those of its lexicon)."""
-    return [Found(m.start(), m.end(), "TEST_NAME", 0.8) for m in _NAMES.finditer(text)]
+    return [Found(m.start(), m.end(), "TEST_NAME", 0.8) for m in TEST_NAMES.finditer(text)]
 
 
 def longer_name(text: str, begin: int, end: int) -> int:
@@ -57,7 +57,7 @@ def longer_name(text: str, begin: int, end: int) -> int:
     The lexicon knows "Hemoglobin"; the report says "Hemoglobin A1c: 8.1 %" (or, after OCR,
     "Hemoglobin Alc"): the value belongs to the longer name.
     """
-    m = _NAMES.match(text, begin)
+    m = TEST_NAMES.match(text, begin)
     return m.end() if m is not None and m.end() > end else end
 
 
