@@ -142,6 +142,15 @@ def main() -> None:
           f"{words / local_s:,.0f} words/s")
     print(f"ICD-10-CM: index built in {build_s:.2f} s (once per process); {len(conditions)} conditions coded in "
           f"{lookup_s:.3f} s ({1000 * lookup_s / max(1, len(conditions)):.2f} ms each)")
+    # What a document costs the entities job: everything the local backend writes (entities.json
+    # and icd10cm.json), CPU time of this one process (one core), the index already loaded.
+    full = settings.replace(local_icd10cm="on")
+    analyse(texts[0], full)
+    c0 = time.process_time()
+    for t in texts:
+        analyse(t, full)
+    full_s = time.process_time() - c0
+    print(f"whole local backend (entities + ICD-10-CM codes): {words / full_s:,.0f} words per CPU second")
     bench_icd10()
 
 
