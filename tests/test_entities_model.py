@@ -137,3 +137,17 @@ def test_training_labels_line_up_with_tokens(tmp_path):
     seqs = labelled(text, gold)
     assert [y for _, y in seqs] == [["B-Chemical", "O", "B-Disease", "O"], ["O", "O", "O", "O"]]
     assert all(len(x) == len(y) and all(isinstance(f, str) for fs in x for f in fs) for x, y in seqs)
+
+
+def test_shipped_compiled_dictionaries_match_their_sources():
+    """The entities job reads the compiled dictionaries (0.1 s instead of 0.65 s of tokenising);
+    they must be what the source lists give today: after editing a list, run
+    ``python -m jobs.entities.model.dictionary``."""
+    from jobs.entities.model import dictionary
+
+    compiled = dictionary._compiled()
+    assert compiled is not None, "jobs/entities/data/dictionaries.json.gz is stale: recompile it"
+    built = dictionary.build_dictionaries()
+    for k in ("D", "C", "P"):
+        assert compiled[k] == built[k].entries
+    assert frozenset(compiled["brands"]) == dictionary._build_brands()

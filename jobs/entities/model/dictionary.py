@@ -11,6 +11,9 @@ feature would be right every time and the model would learn to trust it too much
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +21,12 @@ from typing import Iterable
 from jobs.entities.model.tokenize import TOKEN
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: The dictionaries as built from SOURCES, shipped compiled: tokenising 114,000 names took 0.65 s
+#: of CPU in every entities job; reading this file takes about 0.1 s.
+COMPILED = DATA_DIR / "dictionaries.json.gz"
+SOURCES = ("drug_names.txt.gz", "drugs.tsv", "icd10cm_conditions.txt.gz", "conditions.tsv", "procedures.tsv")
+
+log = logging.getLogger(__name__)
 HYPHENS = frozenset("-\u2010\u2011\u2012\u2013")
 _PREFIX, _FULL = 1, 2
 
@@ -42,6 +51,12 @@ class Dictionary:
         self.entries: dict[str, int] = {}
         for name in names:
             self.add(name)
+
+    @classmethod
+    def from_entries(cls, entries: dict[str, int]) -> "Dictionary":
+        out = cls()
+        out.entries = entries
+        return out
 
     def add(self, name: str) -> None:
         keys = names_keys(name)
@@ -93,7 +108,47 @@ def _lines(path: Path) -> Iterable[list[str]]:
 
 @lru_cache(maxsize=1)
 def dictionaries() -> dict[str, Dictionary]:
-    """{"D": drugs, "C": conditions, "P": tests/procedures/anatomy}, loaded once per process."""
+    """{"D": drugs, "C": conditions, "P": tests/procedures/anatomy}, loaded once per process.
+
+    From the compiled file when it was made from the sources as they are now, else built.
+    """
+    compiled = _compiled()
+    if compiled is not None:
+        return {k: Dictionary.from_entries(compiled[k]) for k in ("D", "C", "P")}
+    log.warning("entities: compiled dictionaries are stale or missing; building them (python -m %s)", __name__)
+    return build_dictionaries()
+
+
+def sources_digest() -> str:
+    """What the compiled file was made from: the source lists and the key rules of this module."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for name in SOURCES:
+        h.update(name.encode())
+        h.update((DATA_DIR / name).read_bytes())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> dict | None:
+    try:
+        data = json.loads(gzip.decompress(COMPILED.read_bytes()))
+    except (OSError, ValueError, EOFError):
+        return None
+    return data if data.get("digest") == sources_digest() else None
+
+
+def compile_dictionaries(path: Path = COMPILED) -> Path:
+    """Write the built dictionaries and brand names as plain data, stamped with the sources' digest."""
+    data = {k: d.entries for k, d in build_dictionaries().items()}
+    data["brands"] = sorted(_build_brands())
+    data["digest"] = sources_digest()
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    path.write_bytes(gzip.compress(raw, 9, mtime=0))
+    return path
+
+
+def build_dictionaries() -> dict[str, Dictionary]:
+    """The dictionaries from their source lists (what the compiled file holds)."""
     drugs = Dictionary(p[0] for p in _lines(DATA_DIR / "drug_names.txt.gz"))
     for p in _lines(DATA_DIR / "drugs.tsv"):
         drugs.add(p[0])
@@ -113,6 +168,13 @@ def brand_names() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def _brands() -> frozenset[str]:
+    compiled = _compiled()
+    if compiled is not None:
+        return frozenset(compiled["brands"])
+    return _build_brands()
+
+
+def _build_brands() -> frozenset[str]:
     out = {p[0] for p in _lines(DATA_DIR / "drug_names.txt.gz") if len(p) > 1 and p[1] == "B"}
     for p in _lines(DATA_DIR / "drugs.tsv"):
         out.update(b.lower() for b in (p[1].split("|") if len(p) > 1 and p[1] else ()))
@@ -143,3 +205,7 @@ def mention_terms(docs: Iterable[tuple[str, str, set[tuple[int, int, str]]]]) ->
             v = votes.setdefault(s.lower(), {})
             v[kind] = v.get(kind, 0) + 1
     return {name: max(v, key=v.get) for name, v in votes.items()}
+
+
+if __name__ == "__main__":  # python -m jobs.entities.model.dictionary: recompile after editing a source
+    print(f"wrote {compile_dictionaries()}")
