@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from jobs.entities import local  # noqa: E402
 from jobs.entities.model import predict as model_predict  # noqa: E402
+from jobs.entities.model.train import read_pubtator  # noqa: E402  (the training reader: one PubTator parser)
 
 DEFAULT_CORPUS = Path(os.environ.get("MEDINTAKE_CORPUS", REPO.parent / "shared" / "corpus"))
 TYPE_OF = {"MEDICATION": "Chemical", "MEDICAL_CONDITION": "Disease"}
@@ -41,32 +42,6 @@ Doc = tuple[str, str, set[tuple[int, int, str]]]  # id, text, gold (begin, end, 
 
 
 # --- corpora ---------------------------------------------------------------------------------------
-def read_pubtator(path: Path, collapse: str | None = None) -> list[Doc]:
-    """PubTator documents: text = title + " " + abstract; gold mention spans with their type."""
-    docs: list[Doc] = []
-    title = abstract = pmid = ""
-    gold: set[tuple[int, int, str]] = set()
-    with path.open(encoding="utf-8") as fh:
-        for line in list(fh) + ["\n"]:
-            line = line.rstrip("\n")
-            if not line.strip():
-                if pmid:
-                    docs.append((pmid, title + " " + abstract, gold))
-                title = abstract = pmid = ""
-                gold = set()
-                continue
-            if "|t|" in line[:20]:
-                pmid, title = line.split("|t|", 1)
-            elif "|a|" in line[:20]:
-                abstract = line.split("|a|", 1)[1]
-            else:
-                parts = line.split("\t")
-                if len(parts) >= 5 and parts[1].isdigit():
-                    kind = collapse or parts[4]
-                    gold.add((int(parts[1]), int(parts[2]), kind))
-    return docs
-
-
 def read_medextractr(folder: Path) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
     notes = []
     for ann in sorted(folder.glob("tune_note*.realigned.ann")):
