@@ -55,7 +55,8 @@ class Settings:
     comprehend_concurrency: int = 4  # requests in flight at once per document (all operations)
     local_icd10cm: str = "on"  # local backend: icd10cm.json from the simple-icd-10-cm code set | off
     # Built indexes reused by later worker processes (the ICD-10-CM index: ~3.5 s to build, ~0.5 s
-    # to read back). Default <data_dir>/cache; the worker image ships one built at image build.
+    # to read back). Default: the user's cache folder ($XDG_CACHE_HOME or ~/.cache)/medintake, so
+    # one machine builds it once whatever the data folder; the worker image ships one built.
     cache_dir: Path | None = None
     ocr_low_confidence: float = 60.0  # entities over an OCR word below this confidence get LOW_CONFIDENCE
     ocr_languages: str = "eng"
@@ -125,7 +126,10 @@ class Settings:
 
     @property
     def effective_cache_dir(self) -> Path:
-        return (self.cache_dir or self.data_dir / "cache").resolve()
+        if self.cache_dir:
+            return self.cache_dir.resolve()
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return (Path(base) / "medintake").resolve()
 
     @property
     def effective_workers(self) -> int:

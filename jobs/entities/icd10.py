@@ -16,8 +16,8 @@ E11.9, the unspecified child of the category that lists it):
   scoring at least 0.6, best first, as Comprehend returns.
 
 The index is built once per process on first use (about three seconds with the package's own
-load), or read from ``<data_dir>/cache`` where an earlier process left it (a fraction of a
-second), and never on the dispatcher's path.
+load), or read from the cache folder (setting ``cache_dir``) where an earlier process left it (a
+fraction of a second), and never on the dispatcher's path.
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def _cache_file(cache_dir: Path) -> Path:
 def default_index(cache_dir: Path | None = None) -> Index:
     """The index over simple-icd-10-cm's code set, chapters A00-T88 (conditions and injuries).
 
-    With ``cache_dir`` (the entities job passes ``<data_dir>/cache``) the built index is kept as
+    With ``cache_dir`` (the entities job passes ``settings.effective_cache_dir``) the built index is kept as
     plain data and read back in a fraction of a second by the next worker process, instead of
     importing the package (1.7 s) and tokenising 75,000 wordings again; an unreadable or stale
     cache is rebuilt, an unwritable folder only costs the time.
