@@ -368,3 +368,11 @@ def test_a_cache_built_ahead_is_what_the_entities_stage_reads(tmp_path, monkeypa
     codes = [c["Code"] for e in analysis.others["InferICD10CM"]["Entities"] for c in e["ICD10CMConcepts"]]
     assert "E11.9" in codes
     assert not (tmp_path / "data" / "cache").exists()
+
+
+def test_no_condition_no_index_load(monkeypatch):
+    """A document without a condition gets an empty InferICD10CM response without loading the index."""
+    monkeypatch.setattr(icd10, "default_index", lambda *a, **k: pytest.fail("the index was loaded"))
+    response = icd10.infer_icd10cm({"Entities": [{"Category": "MEDICATION", "Text": "metformin", "BeginOffset": 0,
+                                                  "EndOffset": 9, "Score": 0.9, "Attributes": [], "Traits": []}]})
+    assert response == {"Entities": [], "ModelVersion": icd10.MODEL_VERSION}
