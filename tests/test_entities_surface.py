@@ -260,6 +260,22 @@ def test_entities_job_writes_icd10cm_and_low_confidence_without_phi_in_notice(tm
         assert e["Text"] not in notice
 
 
+def test_a_rerun_without_codes_leaves_no_stale_icd10cm_file(tmp_path, monkeypatch):
+    data = tmp_path / "d"
+    first = CliRunner().invoke(cli.main, ["process", "--json", "--data-dir", str(data),
+                                          str(FILES / "digital_referral.pdf")], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    row = json.loads(first.output)
+    icd = Path(row["outputs"]["icd10cm"])
+    assert icd.is_file()
+    monkeypatch.setenv("MEDINTAKE_LOCAL_ICD10CM", "off")
+    again = CliRunner().invoke(cli.main, ["reprocess", "--data-dir", str(data), row["document_id"]],
+                               catch_exceptions=False)
+    assert again.exit_code == 0 and json.loads(again.output)["status"] == "COMPLETED", again.output
+    assert not icd.exists()
+    assert (icd.parent / "entities.json").is_file()
+
+
 def _extracted(name: str, tmp_path) -> str:
     from jobs.extract.text import extract_text
     from jobs.identify import identify, validate

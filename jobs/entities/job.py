@@ -27,9 +27,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
     analysis = analyse(text, ctx.settings, _low_confidence(ctx))
     response = analysis.entities
     outputs = {"entities": _write(ctx, "entities.json", response)}
-    for op, other in sorted(analysis.others.items()):
-        name = FILES[op]
-        outputs[name.removesuffix(".json")] = _write(ctx, name, other)
+    for op, name in sorted(FILES.items()):
+        if op in analysis.others:
+            outputs[name.removesuffix(".json")] = _write(ctx, name, analysis.others[op])
+        else:
+            ctx.store.delete_prefix(ctx.prefix + name)  # a rerun with other settings must not keep a stale one
     repository.replace_entities(
         ctx.settings,
         ctx.document_id,
