@@ -1,6 +1,9 @@
 # The medintake worker image: one image for every job kind (`python -m jobs <kind> ...`),
 # as the job definitions in job_definitions/ run it on AWS Batch.
-FROM python:3.11-slim-bookworm
+# BASE_IMAGE is only for a builder that cannot pull python:3.11-slim-bookworm (an air-gapped
+# machine with a local stand-in, see docs/worker-image.md); releases use the default.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
