@@ -140,6 +140,19 @@ class LocalComputeEnvironment:
             out["stoppedAt"] = job.stopped_at
         return out
 
+    def cancel(self, job_id: str, reason: str) -> None:
+        """TerminateJob: stop the job whatever its state; it ends FAILED with ``reason``."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status in TERMINAL:
+            return
+        if job.proc is not None and job.proc.poll() is None:
+            _kill_group(job.proc, signal.SIGKILL)
+            job.proc.wait()
+        job.proc = None
+        if job.scratch is not None:
+            shutil.rmtree(job.scratch, ignore_errors=True)
+        self._set(job, "FAILED", reason)
+
     def running_pids(self) -> dict[str, int]:
         return {j.job_id: j.proc.pid for j in self.jobs.values() if j.proc is not None and j.status == "RUNNING"}
 

@@ -26,3 +26,6 @@ class JobSubmission:
 class ComputeEnvironment(Protocol):
     def submit(self, submission: JobSubmission) -> str:
         """Queue the job; return its job id."""
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        """Stop the job whatever its state (Batch's TerminateJob); it ends FAILED with ``reason``."""

@@ -14,10 +14,11 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.errors import TransientError
+from pipeline.errors import ConfigError, TransientError
 from pipeline.settings import Settings
 
 _ENGINES: dict[str, Engine] = {}
+_SECRETS: dict[str, dict] = {}
 
 
 def normalise_url(url: str) -> str:
@@ -32,8 +33,55 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def database_url(settings: Settings) -> str:
+    """The URL to connect with: the settings' URL with the credentials from the database secret.
+
+    On AWS the URL names only the RDS endpoint; the username and password live in Secrets Manager
+    (read once per process) so that no credential sits in a Lambda's or a job's environment.
+    """
+    url = settings.effective_database_url
+    if not settings.database_secret:
+        return url
+    secret = _read_secret(settings)
+    u = make_url(url)
+    u = u.set(username=str(secret["username"]), password=str(secret["password"]))
+    if secret.get("host"):
+        u = u.set(host=str(secret["host"]))
+    if secret.get("port"):
+        u = u.set(port=int(secret["port"]))
+    if secret.get("dbname"):
+        u = u.set(database=str(secret["dbname"]))
+    return u.render_as_string(hide_password=False)
+
+
+def _read_secret(settings: Settings) -> dict:
+    name = settings.database_secret
+    if name not in _SECRETS:
+        import json
+
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client("secretsmanager", region_name=settings.aws_region or None)
+        try:
+            value = json.loads(client.get_secret_value(SecretId=name)["SecretString"])
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure"):
+                raise ConfigError(f"the database secret cannot be read ({code})") from None
+            raise TransientError(f"Secrets Manager error ({code})") from None
+        except BotoCoreError as exc:
+            raise TransientError(f"Secrets Manager unreachable ({type(exc).__name__})") from None
+        except (ValueError, TypeError):
+            raise ConfigError("the database secret is not a JSON object") from None
+        if not isinstance(value, dict) or not value.get("username") or "password" not in value:
+            raise ConfigError("the database secret lacks username or password")
+        _SECRETS[name] = value
+    return _SECRETS[name]
+
+
 def get_engine(settings: Settings) -> Engine:
-    url = normalise_url(settings.effective_database_url)
+    url = normalise_url(database_url(settings))
     engine = _ENGINES.get(url)
     if engine is None:
         engine = _make_engine(url)
@@ -64,6 +112,7 @@ def dispose_engines() -> None:
     for engine in _ENGINES.values():
         engine.dispose()
     _ENGINES.clear()
+    _SECRETS.clear()
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
@@ -86,7 +135,7 @@ def alembic_config(settings: Settings):
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", normalise_url(settings.effective_database_url).replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", normalise_url(database_url(settings)).replace("%", "%%"))
     return cfg
 
 
@@ -105,3 +154,30 @@ def current_revision(settings: Settings) -> str | None:
 
     with get_engine(settings).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.database upgrade``: the one-off migration job ``medintake deploy`` runs."""
+    import sys
+
+    from pipeline.logs import configure_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["upgrade"]:
+        print("usage: python -m pipeline.database upgrade", file=sys.stderr)
+        return 64
+    from pipeline.errors import MedintakeError
+
+    try:
+        settings = Settings.load()
+        configure_logging(settings.log_level)
+        upgrade(settings)
+        print(f"database schema at revision {current_revision(settings)}")
+    except MedintakeError as exc:
+        print(f"migration failed: {exc.message}", file=sys.stderr)
+        return int(exc.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -72,15 +72,28 @@ class Dispatcher:
         return DispatchResult(doc.id, created, submitted, "QUEUED" if submitted else doc.status)
 
     def submit_graph(self, doc_id: str, attempt: int) -> bool:
-        """Submit the document attempt's jobs if this caller wins the RECEIVED -> QUEUED claim."""
+        """Submit the document attempt's jobs if this caller wins the RECEIVED -> QUEUED claim.
+
+        Batch's SubmitJob has no idempotency token, so a submission that fails half-way must not
+        leave work behind that a redelivery would duplicate: the jobs this call submitted are
+        terminated and their rows retired (attempt 0, ignored by the tracker) before the claim is
+        undone; a job that could not be terminated keeps its row and is reused, by job name, when
+        the event is redelivered.
+        """
         if not repository.claim(self.settings, doc_id, attempt, "RECEIVED", "QUEUED"):
             return False
+        existing = {j.name: j for j in repository.jobs_for(self.settings, doc_id, attempt)}
+        ids: dict[str, str] = {}
+        submitted: list[str] = []
         try:
             definitions = load_job_definitions(self.settings.job_definitions_dir)
-            ids: dict[str, str] = {}
             for kind in _topological(GRAPH):
+                name = f"medintake-{kind}-{doc_id}-a{attempt}"
+                if name in existing:  # left running by an earlier, half-failed submission
+                    ids[kind] = existing[name].id
+                    continue
                 sub = JobSubmission(
-                    name=f"medintake-{kind}-{doc_id}-a{attempt}",
+                    name=name,
                     kind=kind,
                     definition=definitions[kind],
                     parameters={"document_id": doc_id, "attempt": str(attempt)},
@@ -88,16 +101,31 @@ class Dispatcher:
                     tags={"app": "medintake", "document-id": doc_id, "job-kind": kind},
                 )
                 ids[kind] = self.compute.submit(sub)
+                submitted.append(ids[kind])
                 repository.add_job(
                     self.settings,
                     Job(id=ids[kind], document_id=doc_id, attempt=attempt, kind=kind, name=sub.name,
                         status="SUBMITTED", tries=0, depends_on=list(sub.depends_on)),
                 )
         except BaseException:
-            repository.claim(self.settings, doc_id, attempt, "QUEUED", "RECEIVED")
+            self._undo(doc_id, attempt, list(ids.values()))
             raise
-        log.info("document %s attempt %d queued (%d jobs)", doc_id, attempt, len(ids))
+        log.info("document %s attempt %d queued (%d jobs, %d submitted now)", doc_id, attempt, len(ids), len(submitted))
         return True
+
+    def _undo(self, doc_id: str, attempt: int, job_ids: list[str]) -> None:
+        """Terminate what was submitted, retire what was terminated, then give the claim back."""
+        terminated = []
+        for job_id in job_ids:
+            try:
+                self.compute.cancel(job_id, "medintake: the document's job graph was not fully submitted")
+                terminated.append(job_id)
+            except Exception as exc:  # kept: reused by name on redelivery
+                log.warning("could not terminate a job of a half-submitted graph (%s)", type(exc).__name__)
+        try:
+            repository.retire_jobs(self.settings, doc_id, terminated)
+        finally:
+            repository.claim(self.settings, doc_id, attempt, "QUEUED", "RECEIVED")
 
     def _reject_unsubmitted(self, doc_id: str, attempt: int, exc: RejectedInput) -> None:
         from pipeline.tracker import Tracker

@@ -162,6 +162,22 @@ def add_job(settings: Settings, job: Job) -> None:
             s.execute(update(Job).where(Job.id == job.id).values(depends_on=job.depends_on))
 
 
+def retire_jobs(settings: Settings, doc_id: str, job_ids: list[str]) -> None:
+    """Move terminated jobs of a half-submitted graph to attempt 0, which no document has.
+
+    Their rows stay (history, and so that their late FAILED events are recognised as ours and not
+    re-created as jobs of the live attempt); jobs_for() and the tracker no longer see them.
+    """
+    if not job_ids:
+        return
+    with transaction(settings) as s:
+        known = set(s.scalars(select(Job.id).where(Job.id.in_(job_ids))))
+        s.execute(update(Job).where(Job.id.in_(job_ids)).values(attempt=0))
+        for job_id in set(job_ids) - known:  # submitted, but its row was never written
+            s.add(Job(id=job_id, document_id=doc_id, attempt=0, kind="retired", name="retired",
+                      status="SUBMITTED", tries=0, depends_on=[]))
+
+
 def save_job_result(
     settings: Settings,
     job_id: str,

@@ -32,6 +32,9 @@ class Settings:
 
     data_dir: Path = Path(".medintake")
     database_url: str = ""  # default: sqlite:///<data_dir>/medintake.db
+    # Secrets Manager secret (name or ARN) holding the database's username and password (and host,
+    # port, dbname when present, which win over database_url's); on AWS the URL carries none.
+    database_secret: str = ""
     store_backend: str = "folder"  # folder | s3
     bucket: str = "uploads"  # S3 bucket name; for the folder store, a folder under data_dir/buckets
     store_root: Path | None = None  # folder store root; default <data_dir>/buckets
@@ -42,6 +45,14 @@ class Settings:
     job_definitions_dir: Path = field(default_factory=_default_job_definitions_dir)
     job_queue: str = "medintake"
     worker_image: str = "medintake-worker:latest"  # Batch: the image job definitions run
+    # Batch: job definitions are registered as <prefix>-<kind>-<hash> (IAM allows <prefix>-*).
+    job_definition_prefix: str = "medintake"
+    batch_job_role_arn: str = ""  # Batch: the role the worker container runs as
+    batch_execution_role_arn: str = ""  # Batch on Fargate: pulls the image, writes the logs
+    batch_log_group: str = ""  # Batch: awslogs group; default /aws/batch/<job_definition_prefix>
+    # SubmitJob calls per second from one dispatcher (Lambda container or CLI); times the
+    # dispatcher's reserved concurrency it stays under Batch's ~50/s per account.
+    submit_rate: float = 9.0
     workers: int = 0  # local compute: worker processes; 0 = number of CPUs
     worker_start: str = "fork"  # local compute: fork attempts from a warm server | exec a new python
     notifier: str = "file"  # file | sns
@@ -66,6 +77,7 @@ class Settings:
     ocr_timeout: float = 300.0  # seconds per page for one tesseract call
     ocr_dpi: int = 300  # rendering resolution for textless PDF pages
     max_upload_bytes: int = 200 * 1024 * 1024
+    upload_max_bytes: int = 200 * 1024 * 1024  # upload API: the largest upload it signs for
     max_pages: int = 2000
     max_image_pixels: int = 178_956_970  # Pillow's own default bomb limit (2x = error)
     log_level: str = "INFO"
@@ -102,6 +114,8 @@ class Settings:
         known = ("DetectEntitiesV2", "DetectPHI", "InferICD10CM", "InferRxNorm")
         if "DetectEntitiesV2" not in operations or any(op not in known for op in operations):
             raise ConfigError(f"comprehend_operations must include DetectEntitiesV2 and name only {', '.join(known)}")
+        if self.submit_rate <= 0:
+            raise ConfigError("submit_rate must be positive")
         if self.comprehend_concurrency < 1:
             raise ConfigError("comprehend_concurrency must be at least 1")
         if self.notifier == "sns" and not self.sns_topic_arn:

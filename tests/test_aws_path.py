@@ -10,7 +10,10 @@ import pytest
 from moto import mock_aws
 
 from conftest import FILES
-from pipeline import aws_lambda, repository
+from compute.batch import BatchComputeEnvironment
+from pipeline import aws_lambda, database, repository
+from pipeline.jobdefs import load_job_definitions
+from pipeline.settings import Settings
 from pipeline.batch_events import job_state_change_event
 from pipeline.events import UploadRef, eventbridge_object_created, s3_notification, sqs_envelope
 
@@ -50,8 +53,17 @@ def aws(tmp_path, monkeypatch):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         aws_lambda.reset()
+        deploy_steps(Settings.load())
         yield {"s3": s3, "batch": batch, "sqs": sqs, "queue_url": queue_url}
         aws_lambda.reset()
+
+
+def deploy_steps(settings: Settings) -> None:
+    """What `medintake deploy` does after the stack: migrate the schema, register the definitions."""
+    database.upgrade(settings)
+    batch = BatchComputeEnvironment(settings)
+    for definition in load_job_definitions(settings.job_definitions_dir).values():
+        batch.ensure_job_definition(definition)
 
 
 def upload(aws, key="uploads/Jane Doe referral.pdf") -> UploadRef:
@@ -81,13 +93,13 @@ def test_dispatch_submits_the_job_graph_to_batch(aws):
     assert names == sorted(f"medintake-{k}-{ref.document_id}-a1" for k in ("convert", "entities", "extract"))
     defs = aws["batch"].describe_job_definitions(status="ACTIVE")["jobDefinitions"]
     assert sorted(d["jobDefinitionName"].rsplit("-", 1)[0] for d in defs) == [
-        "medintake-convert", "medintake-entities", "medintake-extract"]
+        "medintake-convert", "medintake-entities", "medintake-extract", "medintake-migrate"]
     assert all(d["containerProperties"]["image"].endswith("medintake-worker:1") for d in defs)
     # A second upload registers no new definition revision.
     ref2 = upload(aws, key="uploads/other.pdf")
     aws_lambda.reset()
     aws_lambda.dispatch_handler(eventbridge_object_created(ref2))
-    assert len(aws["batch"].describe_job_definitions(status="ACTIVE")["jobDefinitions"]) == 3
+    assert len(aws["batch"].describe_job_definitions(status="ACTIVE")["jobDefinitions"]) == 4  # + migrate
     entities = next(j for j in repository.jobs_for(aws_lambda._parts()["settings"], ref.document_id, 1)
                     if j.kind == "entities")
     extract = next(j for j in repository.jobs_for(aws_lambda._parts()["settings"], ref.document_id, 1)
