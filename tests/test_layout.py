@@ -129,7 +129,14 @@ def names_module(root: Path, package: str, pattern: re.Pattern[str] = _MODULE_NA
     """Files of ``package`` holding a string that is a module name of ``jobs`` ("jobs", "jobs.x")."""
     bad = []
     for path in sorted((root / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # A dict key ("jobs" in a DescribeJobs answer) is data, not a module name.
+        keys = {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+        keys |= {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+                 and isinstance(n.func, ast.Attribute) and n.func.attr == "get"}
+        for node in ast.walk(tree):
+            if id(node) in keys:
+                continue
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.match(node.value):
                 bad.append(f"{path.relative_to(root)}:{node.lineno}")
     return bad
