@@ -294,9 +294,8 @@ def test_a_new_object_version_is_a_new_document_and_progress_shows(api, caplog):
                                      name=f"medintake-extract-{doc_id}-a1", status="SUCCEEDED", tries=1,
                                      depends_on=[]))
     repository.save_job_result(settings, "job-extract-1", result={"outputs": outputs})
-    status, _ = get_document(doc_id)
-    item = get_document(doc_id)[1]
-    assert item["status"] == "QUEUED" and item["outputs"] == outputs and item["finished_at"] is None
+    status, item = get_document(doc_id)
+    assert status == 200 and item["status"] == "QUEUED" and item["outputs"] == outputs and item["finished_at"] is None
     final_outputs = {**outputs, "manifest": f"results/{doc_id}/manifest.json"}
     counts = {"pages": 2, "entities": 7, "renditions": 2, "ocr_pages": 0}
     assert repository.finalize(settings, doc_id, 1, "COMPLETED", None,
