@@ -357,6 +357,64 @@ def entities(ctx: click.Context, backend: str | None) -> None:
         click.echo(json.dumps({"id": doc_id, "entities": found}, ensure_ascii=False))
 
 
+@main.command()
+@click.option("--region", "regions", multiple=True, required=True,
+              help="AWS region to deploy to; repeat for several (each gets its own stack).")
+@click.option("--env", "environment", type=click.Choice(["dev", "test", "prod"]), required=True)
+@click.option("--worker-image", required=True,
+              help="Worker image URI in the region's ECR, or a tag of the stack's repository (the git commit).")
+@click.option("--cost-centre", default="medintake", show_default=True, help="Cost-allocation tag value.")
+@click.option("--alarm-email", default="", help="E-mail subscribed to the alarm topic.")
+@click.option("--parameter", "parameters", multiple=True, metavar="KEY=VALUE",
+              help="Another template parameter (MaxVcpus=256, DatabaseInstanceClass=db.r6g.large...).")
+@click.option("--migrate-with", type=click.Choice(["batch", "direct", "skip"]), default="batch", show_default=True,
+              help="batch: a one-off Batch job in the VPC; direct: from this machine (needs a route to RDS).")
+@click.option("--endpoint-url", default=None, help="Send every AWS call here (moto's server in tests).")
+@click.option("--lambda-dependencies/--no-lambda-dependencies", default=True, show_default=True,
+              help="pip-install the Lambdas' libraries into their zip (off: a layer or the test server).")
+@click.option("--json", "as_json", is_flag=True, help="The outputs as JSON.")
+def deploy(regions: tuple[str, ...], environment: str, worker_image: str, cost_centre: str, alarm_email: str,
+           parameters: tuple[str, ...], migrate_with: str, endpoint_url: str | None,
+           lambda_dependencies: bool, as_json: bool) -> None:
+    """Create or update the stack in each region, register the job definitions, migrate the schema.
+
+    Prints the outputs: upload API URL, bucket, job queue, notices topic. Exit 0 when every region
+    is deployed; the first failing region stops the run with its reason.
+    """
+    import dataclasses
+    import json
+    import os
+
+    from compute.deploy import DeploySpec, deploy as run_deploy
+
+    extra = {}
+    for item in parameters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter("expected KEY=VALUE", param_hint="--parameter")
+        extra[key] = value
+    if endpoint_url:  # every client, including the ones the steps make (Secrets Manager), goes there
+        os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    spec = DeploySpec(regions=tuple(regions), environment=environment, worker_image=worker_image,
+                      cost_centre=cost_centre, alarm_email=alarm_email, endpoint_url=endpoint_url,
+                      migrate_with=migrate_with, lambda_dependencies=lambda_dependencies, parameters=extra)
+    echo = (lambda line: click.echo(line, err=True))
+    try:
+        results = run_deploy(spec, echo=echo)
+    except MedintakeError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2, sort_keys=True))
+        return
+    shown = ("UploadApiUrl", "UploadsBucketName", "JobQueueArn", "NoticesTopicArn", "EcrRepositoryUri",
+             "UserPoolId", "UserPoolClientId")
+    for r in results:
+        click.echo(f"{r.region}  {r.stack_name}  {r.action}  migration={r.migration}")
+        for key in shown:
+            if key in r.outputs:
+                click.echo(f"  {key:<20} {r.outputs[key]}")
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
