@@ -540,6 +540,11 @@ def test_batch_prefers_fargate_spot(template):
     assert not resources_of(template, "AWS::Batch::JobDefinition")  # medintake deploy registers them
     log_group = template["Resources"]["BatchLogGroup"]["Properties"]["LogGroupName"]
     assert text(log_group) == "/aws/batch/medintake-${Environment}"
+    execution = template["Resources"]["BatchExecutionRole"]
+    group_arn = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/batch/medintake-${Environment}"
+    assert allowed(execution, "logs:CreateLogStream") == allowed(execution, "logs:PutLogEvents") == [group_arn + ":*"]
+    assert allowed(execution, "ecr:BatchGetImage") == [
+        "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/medintake-${Environment}-worker"]
 
 
 def test_database_is_multi_az_encrypted_backed_up_and_protected(template):
@@ -590,6 +595,9 @@ def test_key_rotates_and_data_at_rest_uses_it(template):
         assert topic["Properties"]["KmsMasterKeyId"] == {"Ref": "Key"}, name
     for name, fn in resources_of(template, "AWS::Lambda::Function").items():
         assert fn["Properties"]["KmsKeyArn"] == {"Fn::GetAtt": ["Key", "Arn"]}, name
+        # The execution role decrypts the environment (and the secret, the queue, the objects).
+        role = res[fn["Properties"]["Role"]["Fn::GetAtt"][0]]
+        assert allowed(role, "kms:Decrypt") == [text({"Fn::GetAtt": ["Key", "Arn"]})], name
     assert res["DatabaseSecret"]["Properties"]["KmsKeyId"] == {"Ref": "Key"}
     repo = res["EcrRepository"]["Properties"]
     assert text(repo["RepositoryName"]) == "medintake-${Environment}-worker"
