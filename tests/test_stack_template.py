@@ -563,7 +563,7 @@ def test_database_is_multi_az_encrypted_backed_up_and_protected(template):
     for field, key in (("MasterUsername", "username"), ("MasterUserPassword", "password")):
         assert text(props[field]) == (
             "{{resolve:secretsmanager:medintake/${Environment}/database:SecretString:" + key + "}}")
-    assert db["DependsOn"] in ("DatabaseSecret", ["DatabaseSecret"])
+    assert "DatabaseSecret" in as_list(db["DependsOn"])  # the dynamic references resolve
     secret = template["Resources"]["DatabaseSecret"]["Properties"]
     assert text(secret["Name"]) == "medintake/${Environment}/database"
     assert json.loads(secret["GenerateSecretString"]["SecretStringTemplate"]) == {"username": "medintake"}
@@ -577,6 +577,11 @@ def test_every_log_group_has_retention_and_encryption(template):
     names = {text(g["Properties"]["LogGroupName"]) for g in groups.values()}
     for name, fn in resources_of(template, "AWS::Lambda::Function").items():
         assert "/aws/lambda/" + text(fn["Properties"]["FunctionName"]) in names, name
+    # Groups AWS services would otherwise make without retention: RDS's exported logs, API
+    # Gateway's execution logs.
+    for export in template["Resources"]["Database"]["Properties"]["EnableCloudwatchLogsExports"]:
+        assert f"/aws/rds/instance/medintake-${{Environment}}/{export}" in names
+    assert "API-Gateway-Execution-Logs_${UploadApi}/v1" in names
     for name, group in groups.items():
         assert group["Properties"]["RetentionInDays"] >= 365, name
         assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}, name
