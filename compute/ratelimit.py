@@ -31,15 +31,17 @@ class TokenBucket:
 
     def acquire(self) -> float:
         """Take one token, waiting as long as needed; returns the seconds waited."""
-        waited = 0.0
         with self._lock:
-            while True:
-                now = self.clock()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return waited
-                delay = (1 - self.tokens) / self.rate
-                self.sleep(delay)
-                waited += delay
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            delay = (1 - self.tokens) / self.rate
+            self.sleep(delay)
+            # The token that accrued while sleeping is this caller's: none is left over. (Not a
+            # re-check loop: a clock that cannot represent a tiny advance would spin forever.)
+            self.tokens = 0.0
+            self.updated = max(self.clock(), now + delay)
+            return delay

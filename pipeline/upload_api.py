@@ -150,7 +150,11 @@ def s3_client(settings: Settings):
     import boto3
     from botocore.config import Config
 
-    style = "path" if settings.s3_endpoint_url else "virtual"
+    import os
+
+    # botocore's own endpoint variables (AWS_ENDPOINT_URL[_S3]) count as an explicit endpoint too.
+    explicit = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    style = "path" if explicit else "virtual"
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url or None,
