@@ -315,8 +315,9 @@ class RegionDeployer:
         try:
             return fn(**kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise DeployError(f"could not {what} ({code})") from None
+            error = exc.response.get("Error", {})
+            # Deploy-time AWS messages name resources and parameters, never a patient's data.
+            raise DeployError(f"could not {what} ({error.get('Code', '')}: {error.get('Message', '')[:400]})") from None
         except BotoCoreError as exc:
             raise TransientError(f"could not {what} ({type(exc).__name__})") from None
 

@@ -2,7 +2,7 @@
 
 The Lambdas (dispatcher, tracker, upload API, queue metrics) never import ``jobs`` or the CLI, so
 neither is shipped; nor are OpenCV, Tesseract or PDF engines. Their libraries (SQLAlchemy, PyMySQL,
-Powertools) are installed for Lambda's platform (manylinux x86_64, CPython 3.11) by pip into a
+Powertools) are installed for Lambda's platform (manylinux x86_64, CPython 3.13, the functions' runtime) by pip into a
 cache keyed by the requirement list, so a second deploy installs nothing. The zip is
 reproducible (sorted entries, fixed timestamps): the same tree gives the same bytes and the same
 S3 key, so CloudFormation sees no code change when there is none.
@@ -47,7 +47,7 @@ def install_dependencies(cache_dir: Path, timeout: float = 600.0) -> Path:
     argv = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
         "--target", str(target), "--platform", "manylinux2014_x86_64", "--implementation", "cp",
-        "--python-version", "3.11", "--only-binary=:all:", "--upgrade", *REQUIREMENTS,
+        "--python-version", "3.13", "--only-binary=:all:", "--upgrade", *REQUIREMENTS,
     ]
     try:
         subprocess.run(argv, check=True, timeout=timeout, capture_output=True)

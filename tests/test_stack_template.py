@@ -289,7 +289,7 @@ def test_lambdas_run_the_contract_handlers_with_the_contract_environment(templat
     assert {name: f["Properties"]["Handler"] for name, f in functions.items()} == HANDLERS
     for name, fn in functions.items():
         props = fn["Properties"]
-        assert props["Runtime"] == "python3.11", name
+        assert props["Runtime"] == "python3.13", name  # 3.11 is deprecated on Lambda
         assert props["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}}, name
         assert props["TracingConfig"] == {"Mode": "Active"}, name
         assert text(props["FunctionName"]).startswith("medintake-${Environment}-"), name
