@@ -197,3 +197,44 @@ def test_the_lambda_zip_holds_the_light_half_only_and_is_reproducible():
     assert not any(n.startswith(("jobs/", "tests/", "cli.py", "compute/cloudformation/")) for n in names)
     assert not any("__pycache__" in n for n in names)
     assert (REPO / "compute" / "lambda_package.py").is_file()
+
+
+def test_the_lambda_libraries_are_installed_for_lambdas_platform(tmp_path):
+    """Real pip, from the package index: wheels for CPython 3.13 on manylinux x86_64 (the
+    functions' runtime), cached so that a second deploy installs nothing."""
+    from compute.lambda_package import build_zip, install_dependencies
+
+    deps = install_dependencies(tmp_path)
+    assert install_dependencies(tmp_path) == deps  # cached
+    names = zipfile.ZipFile(io.BytesIO(build_zip(deps))).namelist()
+    for package in ("sqlalchemy/__init__.py", "pymysql/__init__.py", "aws_lambda_powertools/__init__.py"):
+        assert package in names, package
+    native = [n for n in names if n.endswith(".so")]
+    assert native and all("cpython-313-x86_64-linux-gnu" in n or "abi3" in n for n in native), native[:3]
+
+
+def test_queue_metrics_report_runnable_jobs_and_the_oldest_age(monkeypatch, capsys):
+    """moto cannot hold a job in RUNNABLE (without Docker it finishes every job at once), so the
+    ListJobs pages are what botocore's Stubber answers: two pages, 101 RUNNABLE jobs."""
+    import time
+
+    from botocore.stub import Stubber
+
+    from compute import batch as batch_module
+    from pipeline import aws_lambda
+
+    client = boto3.client("batch", region_name=REGION)
+    now = int(time.time() * 1000)
+    first = [{"jobId": f"j{i}", "jobName": f"medintake-extract-d{i}-a1", "createdAt": now - 60_000} for i in range(100)]
+    second = [{"jobId": "old", "jobName": "medintake-extract-old-a1", "createdAt": now - 3_600_000}]
+    with Stubber(client) as stub:
+        stub.add_response("list_jobs", {"jobSummaryList": first, "nextToken": "t"},
+                          {"jobQueue": "medintake-q", "jobStatus": "RUNNABLE"})
+        stub.add_response("list_jobs", {"jobSummaryList": second},
+                          {"jobQueue": "medintake-q", "jobStatus": "RUNNABLE", "nextToken": "t"})
+        monkeypatch.setattr(batch_module, "batch_client", lambda settings, endpoint_url=None: client)
+        monkeypatch.setenv("MEDINTAKE_JOB_QUEUE", "medintake-q")
+        result = aws_lambda.queue_metrics_handler({"source": "aws.events"})
+    assert result["runnable"] == 101 and 3590 <= result["oldest_runnable_seconds"] <= 3700
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert emf and emf[-1]["JobsRunnable"] == [101.0] and emf[-1]["OldestRunnableSeconds"][0] >= 3590

@@ -448,3 +448,23 @@ def test_a_half_submitted_graph_is_terminated_and_redelivery_submits_it_once(sta
     assert db_document(stack, doc_id).status == "COMPLETED"
     (notice,) = notices(stack)
     assert notice["message"]["document_id"] == doc_id and notice["message"]["status"] == "COMPLETED"
+
+
+def test_deploy_migrates_with_a_one_off_batch_job(stack):
+    """The default: the `migrate` definition runs `python -m pipeline.database upgrade` in the VPC;
+    deploy waits for it. Here the emulator is Batch, running the registered command in-process."""
+    from compute.deploy import DeployError, DeploySpec, deploy
+
+    spec = DeploySpec(regions=(REGION,), environment=ENV, worker_image=IMAGE, cost_centre="cc-42",
+                      endpoint_url=stack["url"], migrate_with="batch", lambda_dependencies=False)
+    emu = emulator(stack)
+    emu.listener = lambda event: None  # the tracker ignores jobs that are not a document's
+    (result,) = deploy(spec, run_job=lambda batch, job_id: emu.run(job_id))
+    assert result.migration.startswith("batch:")
+    assert emu.commands_run == [["python", "-m", "pipeline.database", "upgrade"]]
+    job = stack["clients"]["batch"].describe_jobs(jobs=[result.migration.split(":", 1)[1]])["jobs"][0]
+    assert job["jobDefinition"].split("/")[-1].startswith(f"medintake-{ENV}-migrate-")
+    # A migration that cannot reach its database fails the deploy with the job's reason.
+    with pytest.raises(DeployError, match="ended FAILED"):
+        deploy(spec, run_job=lambda batch, job_id: {**emu.describe(job_id), "status": "FAILED",
+                                                    "statusReason": "Essential container in task exited"})
