@@ -14,7 +14,7 @@ from pipeline.jobdefs import GRAPH, evaluate_on_exit, load_job_definitions
 DEFS = load_job_definitions(REPO / "job_definitions")
 
 
-@pytest.mark.parametrize("kind", sorted(GRAPH))
+@pytest.mark.parametrize("kind", [*sorted(GRAPH), "migrate"])
 def test_definition_is_a_valid_register_job_definition_request(kind):
     model = botocore.session.get_session().get_service_model("batch")
     shape = model.operation_model("RegisterJobDefinition").input_shape
@@ -42,7 +42,8 @@ def test_retry_contract(kind):
         (1, None, "Essential container in task exited", "RETRY"),
         (137, "OutOfMemoryError: Container killed due to memory usage", "x", "RETRY"),
         (75, None, "", "RETRY"),
-        (None, None, "Host EC2 (instance i-0abc) terminated.", "RETRY"),  # Spot reclaim
+        (None, None, "Host EC2 (instance i-0abc) terminated.", "RETRY"),  # EC2 Spot reclaim
+        (None, None, "Your Spot Task was interrupted.", "RETRY"),  # Fargate Spot reclaim (ECS stoppedReason)
         (None, "CannotPullContainerError: pull access denied", "Task failed to start", "EXIT"),
     ],
 )
