@@ -468,3 +468,27 @@ def test_deploy_migrates_with_a_one_off_batch_job(stack):
     with pytest.raises(DeployError, match="ended FAILED"):
         deploy(spec, run_job=lambda batch, job_id: {**emu.describe(job_id), "status": "FAILED",
                                                     "statusReason": "Essential container in task exited"})
+
+
+def test_each_region_gets_its_own_stack_and_keeps_phi_in_region(stack):
+    """Two more regions in one run: each its own bucket, queue and database secret; Comprehend
+    Medical only where it is offered (eu-west-1), the local extractor elsewhere (ap-southeast-1)."""
+    import cli
+
+    args = ["deploy", "--region", "eu-west-1", "--region", "ap-southeast-1", "--env", ENV, "--worker-image", "0a1b2c3",
+            "--endpoint-url", stack["url"], "--migrate-with", "skip", "--no-lambda-dependencies", "--json"]
+    result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    by_region = {r["region"]: r for r in json.loads(result.stdout)}
+    assert set(by_region) == {"eu-west-1", "ap-southeast-1"}
+    for region, backend in (("eu-west-1", "comprehendmedical"), ("ap-southeast-1", "local")):
+        outputs = by_region[region]["outputs"]
+        assert region in outputs["UploadsBucketName"] and f":{region}:" in outputs["JobQueueArn"]
+        env = boto3.client("lambda", region_name=region).get_function_configuration(
+            FunctionName=outputs["DispatcherFunctionName"])["Environment"]["Variables"]
+        assert env["MEDINTAKE_ENTITIES_BACKEND"] == backend and env["MEDINTAKE_AWS_REGION"] == region
+        assert env["MEDINTAKE_WORKER_IMAGE"] == f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/medintake-{ENV}-worker:0a1b2c3"
+    # An image in another region's registry is refused before anything is created.
+    refused = CliRunner().invoke(cli.main, ["deploy", "--region", "eu-west-2", "--env", ENV, "--worker-image", IMAGE,
+                                            "--endpoint-url", stack["url"], "--no-lambda-dependencies"])
+    assert refused.exit_code == 78 and "another region's ECR" in refused.output
