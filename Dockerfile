@@ -28,6 +28,7 @@ COPY jobs ./jobs
 COPY compute ./compute
 COPY job_definitions ./job_definitions
 RUN pip install --no-cache-dir "./[aws]" \
+    && rm -rf build ./*.egg-info \
     && useradd --create-home --uid 10001 --user-group medintake \
     && python -m jobs.entities.icd10 /opt/medintake/cache
 
