@@ -277,26 +277,227 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
         runtime.close()
 
 
-@main.command()
-@click.argument("document_ids", nargs=-1, required=True)
+def _stdin_is_terminal() -> bool:
+    """Whether a person can answer a prompt (tests stand in for one by replacing this)."""
+    return sys.stdin.isatty()
+
+
+_REPROCESS_EPILOG = """\b
+Exit status:
+  0  every selected document was submitted (local, waiting: and completed);
+     also a dry run, and a selection that matched nothing
+  1  a document failed or was rejected again, or was skipped or not submitted
+  2  usage error, unknown document id, or refused: above --confirm-above
+     without --yes and no terminal to ask, or the prompt answered no
+  75 database or AWS unavailable; 78 bad settings, or (local) another
+     medintake process holds the data folder
+"""
+
+
+@main.command(epilog=_REPROCESS_EPILOG)
+@click.argument("document_ids", nargs=-1)
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["failed", "rejected", "stuck", "completed"]),
+              help="Select by status (repeatable). stuck: RECEIVED/QUEUED/PROCESSING with no change for "
+                   "--stuck-after; its unfinished jobs are terminated before the new attempt.")
+@click.option("--reason", "reasons", multiple=True, metavar="CODE", help="Only this reason code (repeatable).")
+@click.option("--since", default=None, metavar="WHEN",
+              help="Last changed at or after WHEN: ISO time (UTC unless it says) or relative (30m, 2h, 3d).")
+@click.option("--until", default=None, metavar="WHEN", help="Last changed before WHEN (same forms as --since).")
+@click.option("--prefix", default=None, metavar="KEY_PREFIX",
+              help="Only uploads whose object key starts with this (keys are never printed).")
+@click.option("--stuck-after", default="1h", show_default=True, metavar="DURATION",
+              help="How long without any change makes an unfinished document stuck.")
+@click.option("--dry-run", is_flag=True, help="List what would run (id, status, attempt -> attempt+1, reason); "
+                                               "change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask, however many documents are selected.")
+@click.option("--confirm-above", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Ask before reprocessing more documents than this (refused without a terminal).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Local compute: run the new attempts until final. AWS Batch never waits (the tracker "
+                   "finishes them).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per document per line.")
 @click.pass_context
-def reprocess(ctx: click.Context, document_ids: tuple[str, ...]) -> None:
-    """Run a final document again (same id, new attempt, results replaced)."""
-    from compute.runtime import LocalRuntime
-    from pipeline import repository
+def reprocess(ctx: click.Context, document_ids: tuple[str, ...], statuses: tuple[str, ...],
+              reasons: tuple[str, ...], since: str | None, until: str | None, prefix: str | None,
+              stuck_after: str, dry_run: bool, yes: bool, confirm_above: int, wait: bool, as_json: bool) -> None:
+    """Run documents again: same id, a new attempt, outputs replaced, one notice per attempt.
+
+    Select by DOCUMENT_IDS, by filters, or both (they combine; several --status are either).
+    Without --status, ids select final documents and stuck ones. Submissions go through the
+    compute backend the settings name: the local worker pool (waits until final unless
+    --no-wait) or AWS Batch (submits at submit_rate per second, like one more dispatcher).
+
+    \b
+      medintake reprocess --status failed --since 2h --dry-run
+      medintake reprocess --status failed --reason job_timeout --yes --json
+      medintake reprocess --status stuck --stuck-after 2h
+      medintake reprocess 3f2a... 9c41...
+    """
+    from pipeline import reprocess as rp
 
     settings = _settings(ctx)
-    _stop_on_sigterm()
     try:
-        with LocalRuntime(settings) as runtime:
-            started = [d for d in document_ids if runtime.reprocess(d)]
-            runtime.run_until_final(started)
+        stuck_delta = rp.parse_duration(stuck_after)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stuck-after") from None
+    bounds = {}
+    for name, text in (("since", since), ("until", until)):
+        try:
+            bounds[name] = rp.parse_when(text) if text else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"--{name}") from None
+    try:
+        filters = rp.Filters(document_ids=document_ids, statuses=statuses, reasons=reasons, prefix=prefix,
+                             stuck_after=stuck_delta, **bounds)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    styled = sys.stdout.isatty() and not as_json
+    _stop_on_sigterm()
+    waited = False
+    try:
+        if dry_run:
+            selection = rp.select(settings, filters)
+            _reprocess_check_ids(selection)
+            _reprocess_print_plan(selection, as_json, styled)
+            return
+        if settings.compute_backend == "batch":
+            from compute.batch import BatchComputeEnvironment
+            from compute.ratelimit import TokenBucket
+            from pipeline.dispatcher import Dispatcher
+            from pipeline.notify import open_notifier
+            from pipeline.store import open_store
+
+            selection = rp.select(settings, filters)
+            _reprocess_gate(selection, yes, confirm_above)
+            # One more submitter at the dispatcher's rate; the same bucket paces TerminateJob calls.
+            limiter = TokenBucket(settings.submit_rate)
+            dispatcher = Dispatcher(settings, BatchComputeEnvironment(settings, limiter=limiter),
+                                    open_store(settings), open_notifier(settings))
+            outcomes = _reprocess_submit(settings, dispatcher, selection, limiter, styled)
+        else:
+            from compute.runtime import LocalRuntime
+
+            with LocalRuntime(settings) as runtime:  # holds the data folder's lock: nothing else runs
+                selection = rp.select(settings, filters)
+                _reprocess_gate(selection, yes, confirm_above)
+                outcomes = _reprocess_submit(settings, runtime.dispatcher, selection, None, styled)
+                started = [o.candidate.document_id for o in outcomes if o.action == "submitted"]
+                if wait and started:
+                    _run_with_progress(runtime, started, show=styled)
+                    waited = True
+                elif started:
+                    click.echo("note: local jobs run inside this command; with --no-wait they stop when it "
+                               "exits and the documents stay QUEUED until `medintake reprocess --status stuck`.",
+                               err=True)
+        rows = _reprocess_rows(settings, outcomes, selection)
     except MedintakeError as exc:
         _fail(exc)
-    for doc_id in document_ids:
-        doc = repository.get_document(settings, doc_id)
-        click.echo(json.dumps({"document_id": doc_id, "attempt": doc.attempt, "status": doc.status,
-                               "reason_code": doc.reason_code}))
+    _reprocess_print_rows(rows, as_json, styled)
+    submitted = [r for r in rows if r["action"] == "submitted"]
+    done = sum(1 for r in submitted if r["status"] == "COMPLETED")
+    summary = f"{len(submitted)} of {len(rows)} submitted"
+    if waited:
+        summary += f"; {done} completed"
+    click.echo(summary, err=True)
+    bad = len(submitted) < len(rows) or (waited and done < len(submitted))
+    sys.exit(EXIT_SOME_NOT_COMPLETED if bad else 0)
+
+
+def _reprocess_check_ids(selection) -> None:
+    if selection.missing:
+        click.echo(f"error: no document with id {', '.join(selection.missing)}", err=True)
+        sys.exit(2)
+
+
+def _reprocess_gate(selection, yes: bool, confirm_above: int) -> None:
+    """Unknown ids refuse the whole run; a large selection needs --yes or a person's answer."""
+    from collections import Counter
+
+    _reprocess_check_ids(selection)
+    n = len(selection.documents)
+    if n <= confirm_above or yes:
+        return
+    by_status = Counter(("stuck" if c.stuck else c.status.lower()) for c in selection.documents)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
+    if not _stdin_is_terminal():
+        click.echo(f"refused: {n} documents selected ({summary}), more than --confirm-above {confirm_above}, "
+                   "and no terminal to ask. Check them with --dry-run, then add --yes.", err=True)
+        sys.exit(2)
+    if not click.confirm(f"Reprocess {n} documents ({summary})?", default=False, err=True):
+        click.echo("nothing reprocessed", err=True)
+        sys.exit(2)
+
+
+def _reprocess_submit(settings: Settings, dispatcher, selection, limiter, show: bool) -> list:
+    from pipeline import reprocess as rp
+
+    docs = selection.documents
+    if not show or not docs:
+        return rp.reprocess(settings, dispatcher, docs, limiter)
+    with click.progressbar(length=len(docs), label="submitting", show_pos=True) as bar:
+        return rp.reprocess(settings, dispatcher, docs, limiter, on_progress=lambda _outcome: bar.update(1))
+
+
+def _reprocess_plan_row(c, action: str, note: str | None) -> dict:
+    return {"document_id": c.document_id, "status": c.status, "reason_code": c.reason_code,
+            "attempt": c.attempt, "next_attempt": c.next_attempt if action == "would-reprocess" else None,
+            "stuck": c.stuck, "terminate_jobs": len(c.open_jobs) if action == "would-reprocess" else 0,
+            "action": action, "note": note}
+
+
+def _reprocess_print_plan(selection, as_json: bool, styled: bool) -> None:
+    from pipeline.tables import render_table
+
+    rows = [_reprocess_plan_row(c, "would-reprocess",
+                                f"terminate {len(c.open_jobs)} job(s) first" if c.open_jobs else None)
+            for c in selection.documents]
+    rows += [_reprocess_plan_row(c, "skipped", "in flight, not stuck") for c in selection.ineligible]
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    elif rows:
+        table = [(r["document_id"], r["status"], r["reason_code"],
+                  f"{r['attempt']} -> {r['next_attempt']}" if r["next_attempt"] else str(r["attempt"]),
+                  r["action"], r["note"]) for r in rows]
+        click.echo(render_table(("document", "status", "reason", "attempt", "action", "note"), table, styled))
+    click.echo(f"dry run: {len(selection.documents)} document(s) would be reprocessed; nothing was changed",
+               err=True)
+
+
+def _reprocess_rows(settings: Settings, outcomes: list, selection) -> list[dict]:
+    from pipeline import repository
+
+    docs = repository.find_documents(settings, [o.candidate.document_id for o in outcomes])
+    rows = []
+    for o in outcomes:
+        c, d = o.candidate, docs.get(o.candidate.document_id)
+        rows.append({"document_id": c.document_id, "attempt": d.attempt if d else o.attempt,
+                     "status": d.status if d else None, "reason_code": d.reason_code if d else None,
+                     "action": o.action, "previous_status": c.status, "previous_attempt": c.attempt,
+                     "previous_reason_code": c.reason_code, "terminated_jobs": len(o.terminated),
+                     "note": o.detail})
+    for c in selection.ineligible:
+        rows.append({"document_id": c.document_id, "attempt": c.attempt, "status": c.status,
+                     "reason_code": c.reason_code, "action": "skipped", "previous_status": c.status,
+                     "previous_attempt": c.attempt, "previous_reason_code": c.reason_code,
+                     "terminated_jobs": 0, "note": "in flight, not stuck (see --stuck-after)"})
+    return rows
+
+
+def _reprocess_print_rows(rows: list[dict], as_json: bool, styled: bool) -> None:
+    from pipeline.tables import render_table
+
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    if not rows:
+        click.echo("nothing to reprocess", err=True)
+        return
+    table = [(r["document_id"], r["previous_status"],
+              f"{r['previous_attempt']} -> {r['attempt']}" if r["attempt"] != r["previous_attempt"]
+              else str(r["attempt"]), r["action"], r["status"], r["reason_code"], r["note"]) for r in rows]
+    click.echo(render_table(("document", "was", "attempt", "action", "status", "reason", "note"), table, styled))
 
 
 @main.command()
@@ -413,6 +614,94 @@ def deploy(regions: tuple[str, ...], environment: str, worker_image: str, cost_c
         for key in shown:
             if key in r.outputs:
                 click.echo(f"  {key:<20} {r.outputs[key]}")
+
+
+# ---- queue status (compute/queue_status.py, compute/batch_status.py, compute/queue_view.py) -------
+class _Duration(click.ParamType):
+    """30m, 2h, 1d, 90s (or plain seconds)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        from compute.queue_status import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 30m, 2h or 1d", param, ctx)
+
+
+@main.group()
+def queue() -> None:
+    """Job queues: counts, stuck jobs and why, failures, latency."""
+
+
+@queue.command("status")
+@click.option("--window", type=_Duration(), default="1h", show_default=True,
+              help="SUCCEEDED/FAILED counts and failure groups over this window (30m, 2h, 1d).")
+@click.option("--stuck-after", type=_Duration(), default="30m", show_default=True,
+              help="A RUNNABLE job older than this is stuck: warning and likely cause.")
+@click.option("--max-failures", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Warn when more jobs than this FAILED over the window (per queue).")
+@click.option("--region", "regions", multiple=True,
+              help="AWS region (compute_backend=batch); repeat for several. Default: MEDINTAKE_AWS_REGION.")
+@click.option("--watch", "watch_every", type=float, default=None, is_flag=False, flag_value=5.0, metavar="[SECONDS]",
+              help="Redraw in place every SECONDS (default 5) until Ctrl-C (which exits 0).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (with --watch: one per refresh, per line).")
+@click.option("--endpoint-url", default=None, hidden=True, help="Send the Batch calls here (moto's server).")
+@click.pass_context
+def queue_status(ctx: click.Context, window: float, stuck_after: float, max_failures: int,
+                 regions: tuple[str, ...], watch_every: float | None, as_json: bool, endpoint_url: str | None) -> None:
+    """Per job queue and state: counts, the oldest RUNNABLE job and the likely cause when it is
+    stuck, failures grouped by status reason and exit code, documents finished and p50/p95
+    upload-to-notice latency over the last hour (always from our database).
+
+    Source: AWS Batch when compute_backend=batch (the job queue MEDINTAKE_JOB_QUEUE in each
+    --region), else the local compute environment's database.
+
+    \b
+    Exit codes:
+      0   healthy
+      3   a warning: a RUNNABLE job older than --stuck-after, or more than
+          --max-failures jobs FAILED over --window
+      2   usage error
+      75  AWS Batch or the database unreachable, or still throttling after retries
+      78  configuration: no region, no such queue, credentials or permissions
+    """
+    from compute.queue_status import gather
+    from compute.queue_view import render
+
+    settings = _settings(ctx)
+    if regions and settings.compute_backend != "batch":
+        raise click.UsageError("--region applies to AWS Batch (MEDINTAKE_COMPUTE_BACKEND=batch)")
+    styled = sys.stdout.isatty() and not as_json
+
+    def once() -> int:
+        report = gather(settings, regions=regions, window=window, stuck_after=stuck_after,
+                        max_failures=max_failures, endpoint_url=endpoint_url)
+        text = json.dumps(report.to_dict(), sort_keys=True) if as_json else render(report, styled)
+        if watch_every is not None and not as_json:
+            click.clear()
+        click.echo(text)
+        return report.exit_code
+
+    try:
+        if watch_every is None:
+            sys.exit(once())
+        while True:
+            try:
+                once()
+            except MedintakeError as exc:
+                if int(exc.exit_code) != 75:  # only passing trouble is worth watching through
+                    raise
+                click.echo(f"error: {exc.message} (retrying in {watch_every:g}s)", err=True)
+            time.sleep(max(0.5, watch_every))
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except MedintakeError as exc:
+        _fail(exc)
 
 
 @main.group()
