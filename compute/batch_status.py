@@ -122,8 +122,8 @@ class BatchStatusClient:
                 code = exc.response.get("Error", {}).get("Code", "")
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
                 if not (code in THROTTLING_CODES or status == 429 or status >= 500):
-                    if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
-                                "InvalidSignatureException", "ExpiredTokenException", "ClientException"):
+                    # Only the code and status are repeated: AWS's message may name anything.
+                    if 400 <= status < 500 or not status:
                         raise ConfigError(f"AWS Batch refused {operation} ({code or status})",
                                           fix="Check the job queue name, the region and the credentials' "
                                               "batch:List*/Describe* permissions.") from None

@@ -443,51 +443,60 @@ def test_stubbed_paging_and_describe_batches_of_100():
     assert q.oldest_runnable_id == "job-r0249" and not q.stuck  # 10 minutes: not yet stuck
 
 
+SPOT, OD = "SpotComputeEnvironment-Xk2eQ9", "OnDemandComputeEnvironment-Lm7tR4"
 SCENARIOS = {
     # name: (queue (state, status, reason), environments, the stuck job's (vCPU, MiB), running, expected cause)
-    "queue disabled": (("DISABLED", "VALID", "JobQueue Healthy"), [_ce("spot"), _ce("od", "FARGATE")],
+    "queue disabled": (("DISABLED", "VALID", "JobQueue Healthy"), [_ce(SPOT), _ce(OD, "FARGATE")],
                        ("1", "3072"), 0, "queue_disabled", "DISABLED"),
     "queue invalid": (("ENABLED", "INVALID", "CLIENT_ERROR - compute environment does not exist"),
-                      [_ce("spot")], ("1", "3072"), 0, "queue_invalid", "does not exist"),
+                      [_ce(SPOT)], ("1", "3072"), 0, "queue_invalid", "does not exist"),
     "every environment unusable": (
         ("ENABLED", "VALID", "JobQueue Healthy"),
-        [_ce("spot", status="INVALID", reason="CLIENT_ERROR - The security group 'sg-1' does not exist"),
-         _ce("od", "FARGATE", state="DISABLED")],
+        [_ce(SPOT, status="INVALID", reason="CLIENT_ERROR - The security group 'sg-1' does not exist"),
+         _ce(OD, "FARGATE", state="DISABLED")],
         ("1", "3072"), 0, "environments_unusable", "The security group 'sg-1' does not exist"),
-    "more than any Fargate size": (("ENABLED", "VALID", "ok"), [_ce("spot"), _ce("od", "FARGATE")],
+    "more than any Fargate size": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE")],
                                    ("32", "245760"), 0, "job_too_large", "16 vCPU / 120 GiB"),
-    "memory over 120 GiB": (("ENABLED", "VALID", "ok"), [_ce("spot"), _ce("od", "FARGATE")],
+    "memory over 120 GiB": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE")],
                             ("16", "131072"), 0, "job_too_large", "largest Fargate task"),
-    "invalid Fargate combination": (("ENABLED", "VALID", "ok"), [_ce("spot"), _ce("od", "FARGATE")],
+    "invalid Fargate combination": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE")],
                                     ("1", "1024"), 0, "invalid_fargate_size", "1 vCPU takes 2048-8192 MiB"),
-    "more vCPUs than the environment allows": (("ENABLED", "VALID", "ok"), [_ce("od", "FARGATE", max_vcpus=4)],
+    "more vCPUs than the environment allows": (("ENABLED", "VALID", "ok"), [_ce(OD, "FARGATE", max_vcpus=4)],
                                                ("8", "16384"), 0, "larger_than_environment", "allows 4"),
-    "vCPU cap reached": (("ENABLED", "VALID", "ok"), [_ce("spot", max_vcpus=2), _ce("od", "FARGATE", max_vcpus=2)],
+    "vCPU cap reached": (("ENABLED", "VALID", "ok"), [_ce(SPOT, max_vcpus=2), _ce(OD, "FARGATE", max_vcpus=2)],
                          ("1", "3072"), 4, "vcpu_cap", "use 4 of 4 vCPUs"),
-    "Fargate Spot capacity": (("ENABLED", "VALID", "ok"), [_ce("spot"), _ce("od", "FARGATE", state="DISABLED")],
-                              ("1", "3072"), 0, "spot_capacity", "nothing runs on spot"),
-    "unknown": (("ENABLED", "VALID", "ok"), [_ce("spot"), _ce("od", "FARGATE")], ("1", "3072"), 0,
+    "Fargate Spot capacity": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE", state="DISABLED")],
+                              ("1", "3072"), 0, "spot_capacity", f"nothing runs on {SPOT}"),
+    # Spot idle but an On-Demand environment follows it: not blamed on Spot.
+    "unknown": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE")], ("1", "3072"), 0,
                 "unknown", UNKNOWN_CAUSE),
 }
 
 
+def stub_scenario(stubber: Stubber, name: str, now: float) -> None:
+    """One stuck job (3 h RUNNABLE), one fresh one, and the scenario's queue, environments and load."""
+    (q_state, q_status, q_reason), ces, (vcpus, memory), running, _, _ = SCENARIOS[name]
+    stuck = _summary("job-stuck-0001", "RUNNABLE", now - 3 * 3600)
+    fresh = _summary("job-fresh-0002", "RUNNABLE", now - 60)
+    run = [_summary(f"job-run-{i:04d}", "RUNNING", now - 4000) for i in range(running)]
+    details = ([_detail(fresh["jobId"], "RUNNABLE", now - 60),
+                _detail(stuck["jobId"], "RUNNABLE", now - 3 * 3600, vcpus, memory)]
+               + [_detail(r["jobId"], "RUNNING", now - 4000, cluster=ces[0]["computeEnvironmentName"] + "-cluster")
+                  for r in run])
+    stub_queue(stubber, ces, {"RUNNABLE": [[fresh, stuck]], "RUNNING": [run]}, details,
+               queue_state=q_state, queue_status=q_status, queue_reason=q_reason)
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_stuck_detection_names_each_cause(name):
-    (q_state, q_status, q_reason), ces, (vcpus, memory), running, code, text = SCENARIOS[name]
+    code, text = SCENARIOS[name][-2:]
     client = _client()
-    stuck = _summary("job-stuck-0001", "RUNNABLE", NOW - 3 * 3600)
-    fresh = _summary("job-fresh-0002", "RUNNABLE", NOW - 60)
-    run = [_summary(f"job-run-{i:04d}", "RUNNING", NOW - 4000) for i in range(running)]
-    details = ([_detail(fresh["jobId"], "RUNNABLE", NOW - 60),
-                _detail(stuck["jobId"], "RUNNABLE", NOW - 3 * 3600, vcpus, memory)]
-               + [_detail(r["jobId"], "RUNNING", NOW - 4000, cluster=ces[0]["computeEnvironmentName"] + "-cluster")
-                  for r in run])
     with Stubber(client) as stubber:
-        stub_queue(stubber, ces, {"RUNNABLE": [[fresh, stuck]], "RUNNING": [run]}, details,
-                   queue_state=q_state, queue_status=q_status, queue_reason=q_reason)
+        stub_scenario(stubber, name, NOW)
         settings = Settings.load(compute_backend="batch", job_queue="medintake-dev", aws_region=REGION,
                                  database_url="sqlite:///:memory:")
         report = gather(settings, now=NOW, client_factory=lambda region: client)
+        stubber.assert_no_pending_responses()
     q = report.queues[0]
     assert q.stuck and q.oldest_runnable_id == "job-stuck-0001" and q.oldest_runnable_seconds == 3 * 3600
     assert q.cause.code == code, q.cause
@@ -497,7 +506,23 @@ def test_stuck_detection_names_each_cause(name):
     assert f"likely cause [{code}]" in screen and "uploads/" not in screen
 
 
-def test_spot_with_an_on_demand_fallback_is_not_blamed_on_spot():
+def test_several_regions_one_report():
+    clients = {r: boto3.client("batch", region_name=r) for r in (REGION, "us-east-1")}
+    stubbers = {r: Stubber(c) for r, c in clients.items()}
+    stub_scenario(stubbers[REGION], "vCPU cap reached", NOW)
+    stub_queue(stubbers["us-east-1"], [_ce(SPOT), _ce(OD, "FARGATE")], {}, [])
+    for st in stubbers.values():
+        st.activate()
+    settings = Settings.load(compute_backend="batch", job_queue="medintake-dev", aws_region=REGION,
+                             database_url="sqlite:///:memory:")
+    report = gather(settings, regions=(REGION, "us-east-1"), now=NOW, client_factory=clients.__getitem__)
+    assert [(q.region, q.stuck) for q in report.queues] == [(REGION, True), ("us-east-1", False)]
+    assert report.exit_code == 3 and len(report.warnings) == 1
+    rows = [line.split("\t")[:2] for line in render(report).splitlines() if line.startswith(("eu-", "us-"))]
+    assert rows == [[REGION, "medintake-dev"], ["us-east-1", "medintake-dev"]]
+
+
+def test_fargate_task_sizes():
     assert fargate_problem(0.25, 512) is None and fargate_problem(16, 122880) is None
     assert fargate_problem(8, 20000).code == "invalid_fargate_size"  # 8 vCPU: 16384 + n*4096 only
     assert fargate_problem(None, None) is None
@@ -548,7 +573,7 @@ def test_throttling_gives_up_after_max_attempts_as_a_transient_error():
 
 @pytest.mark.parametrize("code,http,error", [("ClientException", 400, ConfigError),
                                              ("AccessDeniedException", 403, ConfigError),
-                                             ("ValidationException", 400, TransientError)])
+                                             ("ValidationException", 400, ConfigError)])
 def test_other_errors_are_not_retried(code, http, error):
     client = _client()
     clock = FakeClock()
@@ -600,6 +625,23 @@ class Terminal:
             time.sleep(0.2)
         raise AssertionError(f"{text!r} never appeared:\n{self.capture()}")
 
+    def command(self, command: str, timeout: float = 60.0) -> tuple[str, int]:
+        """Run ``command`` on a cleared screen; its screen (without the marker line) and exit status.
+
+        The marker is unique per run and its typed form ($?) never matches its printed form, so
+        neither the previous screen nor the echoed command line can be mistaken for the end.
+        """
+        marker = f"done-{uuid.uuid4().hex[:6]}"
+        self.run(f"clear; {command}; echo {marker} $?")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.capture()
+            found = re.search(rf"^{marker} (\d+)$", screen, re.M)
+            if found:
+                return screen[:found.start()].rstrip(), int(found.group(1))
+            time.sleep(0.2)
+        raise AssertionError(f"{command!r} did not finish:\n{self.capture()}")
+
     def close(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], check=False)
 
@@ -620,21 +662,20 @@ def _record(name: str, screen: str) -> None:
 
 
 def test_three_screens_in_a_terminal(local, terminal):
-    cmd = f"medintake --data-dir {local.data_dir} queue status; echo exit=$?"
-    terminal.run("clear; " + cmd)
-    healthy = terminal.wait_for("exit=")
-    assert "OK" in healthy and "healthy" in healthy and "exit=0" in healthy
-    assert "\t" not in healthy and re.search(r"^local +medintake +0 +0 +0 +0 +0 +3 +6 +- +OK$", healthy, re.M)
+    cmd = f"medintake --data-dir {local.data_dir} queue status"
+    healthy, code = terminal.command(cmd)
+    assert code == 0 and healthy.endswith("healthy") and "\t" not in healthy  # aligned, not tab-separated
+    assert re.search(r"^local +medintake +0 +0 +0 +0 +0 +3 +6 +- +OK$", healthy, re.M)
     _record("healthy", healthy)
 
     _stuck_rows(local)
     lock = _holding_lock(local)
     try:
-        terminal.run("clear; " + cmd)
-        stuck = terminal.wait_for("exit=")
+        stuck, code = terminal.command(cmd)
     finally:
         lock.close()
-    assert "STUCK" in stuck and "likely cause [vcpu_cap]" in stuck and "exit=3" in stuck
+    assert code == 3 and re.search(r"^local +medintake +0 +0 +2 +0 +2 +3 +6 +45m +STUCK$", stuck, re.M)
+    assert "likely cause [vcpu_cap]: vCPU cap reached: STARTING/RUNNING jobs use 2 of 2 vCPUs" in stuck
     _record("stuck", stuck)
 
     with transaction(local) as s:
@@ -644,26 +685,27 @@ def test_three_screens_in_a_terminal(local, terminal):
                  exit_code=137)
         for i in range(4):
             _job(s, doc, "FAILED", ago=300 + i, kind="entities", reason="Job attempt duration exceeded timeout")
-        # the stuck jobs have started since
-        s.query(Job).filter(Job.status == "RUNNABLE").update({"status": "SUCCEEDED", "stopped_at": _utc(5)})
-    terminal.run("clear; " + cmd)
-    burst = terminal.wait_for("exit=")
-    assert "jobs FAILED over 1h (more than 10)" in burst and "exit=3" in burst
-    assert "OutOfMemoryError: Container killed due to memory usage" in burst
+        # the stuck jobs have run since
+        for job in s.query(Job).filter(Job.status.in_(("RUNNABLE", "RUNNING"))):
+            job.status, job.stopped_at, job.exit_code = "SUCCEEDED", _utc(5), 0
+    burst, code = terminal.command(cmd)
+    assert code == 3 and "WARN   medintake (local): 19 jobs FAILED over 1h (more than 10)" in burst
+    assert re.search(r"^medintake +9 +137 +OutOfMemoryError: Container killed due to memory usage$", burst, re.M)
+    assert re.search(r"^medintake +4 +- +Job attempt duration exceeded timeout$", burst, re.M)
     _record("failures", burst)
 
 
 def test_watch_redraws_in_place_and_ctrl_c_exits_0(local, terminal):
-    terminal.run(f"clear; medintake --data-dir {local.data_dir} queue status --watch 1; echo exit=$?")
+    terminal.run(f"clear; medintake --data-dir {local.data_dir} queue status --watch 1; echo watch-ended $?")
     first = terminal.wait_for("healthy")
     stamp = next(line for line in first.splitlines() if line.startswith("medintake queue status"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # redrawn in place: a new time stamp, still one screen
         screen = terminal.capture()
-        if stamp not in screen and screen.count("medintake queue status") == 1:
+        if stamp not in screen and screen.count("medintake queue status") == 1 and "healthy" in screen:
             break
         time.sleep(0.2)
     else:
         raise AssertionError(terminal.capture())
     terminal.keys("C-c")
-    assert "exit=0" in terminal.wait_for("exit=")
+    assert re.search(r"watch-ended 0$", terminal.wait_for("watch-ended 0"), re.M)  # after the ^C echo
