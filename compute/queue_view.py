@@ -12,6 +12,15 @@ from compute.queue_status import StatusReport, format_duration
 from pipeline.tables import render_pairs, render_table
 
 
+def _wrap(line: str, styled: bool) -> str:
+    """Long sentences folded for a terminal (100 columns); one line when piped, for grep."""
+    if not styled:
+        return line
+    import textwrap
+
+    return "\n".join(textwrap.wrap(line, width=100, subsequent_indent="    "))
+
+
 def _cap(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -33,10 +42,10 @@ def render(report: StatusReport, styled: bool = False) -> str:
         if q.stuck and q.cause:
             out += ["", f"STUCK  {q.queue} ({q.region}): job {q.oldest_runnable_id} ({q.oldest_runnable_name}) "
                         f"RUNNABLE for {format_duration(q.oldest_runnable_seconds)}",
-                    f"  likely cause [{q.cause.code}]: {q.cause.message}"]
+                    _wrap(f"  likely cause [{q.cause.code}]: {q.cause.message}", styled)]
         for w in q.warnings:
             if "FAILED over" in w:
-                out += ["", f"WARN   {w}"]
+                out += ["", _wrap(f"WARN   {w}", styled)]
 
     env_rows = [[q.queue, e.order, e.name, e.type, e.state, e.status, f"{_cap(e.used_vcpus)}/{_cap(e.max_vcpus)}",
                  e.status_reason or "-"] for q in report.queues for e in q.environments]

@@ -463,9 +463,10 @@ SCENARIOS = {
                                     ("1", "1024"), 0, "invalid_fargate_size", "1 vCPU takes 2048-8192 MiB"),
     "more vCPUs than the environment allows": (("ENABLED", "VALID", "ok"), [_ce(OD, "FARGATE", max_vcpus=4)],
                                                ("8", "16384"), 0, "larger_than_environment", "allows 4"),
-    "vCPU cap reached": (("ENABLED", "VALID", "ok"), [_ce(SPOT, max_vcpus=2), _ce(OD, "FARGATE", max_vcpus=2)],
-                         ("1", "3072"), 4, "vcpu_cap", "use 4 of 4 vCPUs"),
-    "Fargate Spot capacity": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE", state="DISABLED")],
+    "vCPU cap reached": (("ENABLED", "VALID", "ok"), [_ce(SPOT, max_vcpus=16), _ce(OD, "FARGATE", max_vcpus=16)],
+                         ("1", "3072"), 32, "vcpu_cap", "use 32 of 32 vCPUs"),
+    "Fargate Spot capacity": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE", state="DISABLED",
+                                                                          reason="disabled by an operator")],
                               ("1", "3072"), 0, "spot_capacity", f"nothing runs on {SPOT}"),
     # Spot idle but an On-Demand environment follows it: not blamed on Spot.
     "unknown": (("ENABLED", "VALID", "ok"), [_ce(SPOT), _ce(OD, "FARGATE")], ("1", "3072"), 0,
@@ -481,8 +482,9 @@ def stub_scenario(stubber: Stubber, name: str, now: float) -> None:
     run = [_summary(f"job-run-{i:04d}", "RUNNING", now - 4000) for i in range(running)]
     details = ([_detail(fresh["jobId"], "RUNNABLE", now - 60),
                 _detail(stuck["jobId"], "RUNNABLE", now - 3 * 3600, vcpus, memory)]
-               + [_detail(r["jobId"], "RUNNING", now - 4000, cluster=ces[0]["computeEnvironmentName"] + "-cluster")
-                  for r in run])
+               + [_detail(r["jobId"], "RUNNING", now - 4000,
+                          cluster=ces[i % len(ces)]["computeEnvironmentName"] + "-cluster")
+                  for i, r in enumerate(run)])
     stub_queue(stubber, ces, {"RUNNABLE": [[fresh, stuck]], "RUNNING": [run]}, details,
                queue_state=q_state, queue_status=q_status, queue_reason=q_reason)
 
@@ -709,3 +711,36 @@ def test_watch_redraws_in_place_and_ctrl_c_exits_0(local, terminal):
         raise AssertionError(terminal.capture())
     terminal.keys("C-c")
     assert re.search(r"watch-ended 0$", terminal.wait_for("watch-ended 0"), re.M)  # after the ^C echo
+
+
+AWS_SCREEN = """\
+import sys, time
+sys.path.insert(0, {tests!r})
+from botocore.stub import Stubber
+import compute.batch_status
+import test_queue_status as t
+client = t._client()
+stubber = Stubber(client)
+t.stub_scenario(stubber, {scenario!r}, time.time())
+stubber.activate()
+compute.batch_status.status_client = lambda region, endpoint_url=None: client
+import cli
+cli.main(["queue", "status"], prog_name="medintake")
+"""
+
+
+@pytest.mark.parametrize("scenario,name", [("vCPU cap reached", "aws-stuck-vcpu-cap"),
+                                           ("Fargate Spot capacity", "aws-stuck-spot")])
+def test_aws_stuck_screen_in_a_terminal(local, terminal, tmp_path, scenario, name):
+    """The real command in a terminal, its Batch answers from the Stubber (moto cannot hold a
+    RUNNABLE job): what an operator sees when the stack's queue is stuck."""
+    script = tmp_path / "aws_screen.py"
+    script.write_text(AWS_SCREEN.format(tests=str(REPO / "tests"), scenario=scenario))
+    env = (f"MEDINTAKE_COMPUTE_BACKEND=batch MEDINTAKE_JOB_QUEUE=medintake-dev MEDINTAKE_AWS_REGION={REGION} "
+           f"MEDINTAKE_DATABASE_URL={local.effective_database_url}")
+    screen, code = terminal.command(f"{env} python {script}")
+    code_name = SCENARIOS[scenario][-2]
+    assert code == 3, screen
+    assert re.search(rf"^{REGION} +medintake-dev +0 +0 +2 +0 +\d+ +0 +0 +3h +STUCK$", screen, re.M), screen
+    assert f"likely cause [{code_name}]" in screen and "job-stuck-0001" in screen
+    _record(name, screen)
