@@ -395,10 +395,9 @@ def reprocess(ctx: click.Context, document_ids: tuple[str, ...], statuses: tuple
     _reprocess_print_rows(rows, as_json, styled)
     submitted = [r for r in rows if r["action"] == "submitted"]
     done = sum(1 for r in submitted if r["status"] == "COMPLETED")
-    summary = f"{len(submitted)} of {len(rows)} submitted"
-    if waited:
-        summary += f"; {done} completed"
-    click.echo(summary, err=True)
+    if not as_json:  # --json output stays pure JSON lines, even where stderr is shown with it
+        summary = f"{len(submitted)} of {len(rows)} submitted"
+        click.echo(summary + (f"; {done} completed" if waited else ""), err=True)
     bad = len(submitted) < len(rows) or (waited and done < len(submitted))
     sys.exit(EXIT_SOME_NOT_COMPLETED if bad else 0)
 
@@ -460,8 +459,9 @@ def _reprocess_print_plan(selection, as_json: bool, styled: bool) -> None:
                   f"{r['attempt']} -> {r['next_attempt']}" if r["next_attempt"] else str(r["attempt"]),
                   r["action"], r["note"]) for r in rows]
         click.echo(render_table(("document", "status", "reason", "attempt", "action", "note"), table, styled))
-    click.echo(f"dry run: {len(selection.documents)} document(s) would be reprocessed; nothing was changed",
-               err=True)
+    if not as_json:
+        click.echo(f"dry run: {len(selection.documents)} document(s) would be reprocessed; nothing was changed",
+                   err=True)
 
 
 def _reprocess_rows(settings: Settings, outcomes: list, selection) -> list[dict]:

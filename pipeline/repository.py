@@ -303,3 +303,41 @@ def counts_for(settings: Settings, doc_id: str) -> dict[str, int]:
             "renditions": s.scalar(select(func.count()).select_from(Rendition).where(Rendition.document_id == doc_id))
             or 0,
         }
+
+
+def start_attempt_if_unchanged(settings: Settings, doc_id: str, attempt: int, final_only: bool) -> int:
+    """Reprocessing a selection: attempt+1 in RECEIVED only if the document is still at ``attempt``.
+
+    An operator's selection is read before it is acted on; in between a dispatcher, the tracker or
+    another operator may have moved the document on. Guarding on the attempt (and, for documents
+    selected as final, on still being final) makes a stale selection skip instead of restarting
+    work that is already running. Returns the new attempt, or 0 when the document moved on.
+    """
+    conditions = [Document.id == doc_id, Document.attempt == attempt]
+    if final_only:
+        conditions.append(Document.status.in_(FINAL_STATUSES))
+    with transaction(settings) as s:
+        result = s.execute(
+            update(Document).where(*conditions)
+            .values(attempt=attempt + 1, status="RECEIVED", reason_code=None, reason_message=None,
+                    updated_at=utcnow())
+        )
+        return attempt + 1 if result.rowcount == 1 else 0
+
+
+def restore_attempt(settings: Settings, doc_id: str, new_attempt: int, previous: Document) -> bool:
+    """Undo ``start_attempt_if_unchanged`` after the new attempt's graph could not be submitted.
+
+    No event will ever redeliver an operator's reprocess, so a document left RECEIVED without jobs
+    would be invisible to the filters that selected it; putting the previous attempt back (status,
+    reason, and the old ``updated_at`` so a stuck document still looks stuck) lets the same command
+    be run again. Only while the new attempt is still unclaimed (RECEIVED).
+    """
+    with transaction(settings) as s:
+        result = s.execute(
+            update(Document)
+            .where(Document.id == doc_id, Document.attempt == new_attempt, Document.status == "RECEIVED")
+            .values(attempt=previous.attempt, status=previous.status, reason_code=previous.reason_code,
+                    reason_message=previous.reason_message, updated_at=previous.updated_at)
+        )
+        return result.rowcount == 1
