@@ -30,8 +30,8 @@ from pipeline.settings import Settings
 class FileKind:
     """What an upload really is, from its bytes (never from its name)."""
 
-    kind: str  # "pdf" | "image"
-    format: str  # PDF, JPEG, PNG, TIFF, WEBP, GIF, BMP, HEIF
+    kind: str  # "pdf" | "image" | "dicom" | "document"
+    format: str  # PDF, JPEG, PNG, TIFF, WEBP, GIF, BMP, HEIF, DICOM, DOCX, ODT, RTF, TXT
     mime: str
     extension: str  # canonical, with the dot: ".pdf", ".jpg" ...
 
@@ -46,11 +46,23 @@ _IMAGES = {
     "BMP": FileKind("image", "BMP", "image/bmp", ".bmp"),
     "HEIF": FileKind("image", "HEIF", "image/heif", ".heic"),
 }
+DICOM = FileKind("dicom", "DICOM", "application/dicom", ".dcm")
+DOCUMENTS = {
+    "DOCX": FileKind("document", "DOCX", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                     ".docx"),
+    "ODT": FileKind("document", "ODT", "application/vnd.oasis.opendocument.text", ".odt"),
+    "RTF": FileKind("document", "RTF", "application/rtf", ".rtf"),
+    "TXT": FileKind("document", "TXT", "text/plain", ".txt"),
+}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
 
 
 def sniff(head: bytes) -> FileKind | None:
-    """The kind of file these leading bytes start, or None when unknown."""
+    """The kind of file these leading bytes start, or None when unknown (ZIP and text need the file)."""
+    from jobs.dicom import looks_like_dicom
+
+    if looks_like_dicom(head):  # first: a DICOM preamble may hold a TIFF header, its header "%PDF-"
+        return DICOM
     if head[:1024].find(b"%PDF-") != -1:  # PDF allows junk before the header (within 1 KiB)
         return PDF
     if head.startswith(b"\xff\xd8\xff"):
@@ -67,6 +79,8 @@ def sniff(head: bytes) -> FileKind | None:
         return _IMAGES["BMP"]
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
         return _IMAGES["HEIF"]
+    if head.startswith(b"{\\rtf"):
+        return DOCUMENTS["RTF"]
     return None
 
 
@@ -80,8 +94,23 @@ def identify(path: Path, settings: Settings) -> FileKind:
     with path.open("rb") as fh:
         head = fh.read(2048)
     kind = sniff(head)
+    if kind is None and head.startswith(b"PK\x03\x04"):
+        from jobs.office import sniff_zip
+
+        fmt = sniff_zip(path)
+        if fmt is None:
+            raise UnsupportedType("the upload is a ZIP archive that is not a DOCX or ODT document")
+        kind = DOCUMENTS[fmt]
+    if kind is None and head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        raise UnsupportedType("the upload is an OLE compound file (a legacy .doc/.xls or a password-protected "
+                              "Office document), which is not supported")
     if kind is None:
-        raise UnsupportedType("the upload is not a PDF or a supported image format")
+        from jobs.office import looks_like_text
+
+        if looks_like_text(path):
+            kind = DOCUMENTS["TXT"]
+    if kind is None:
+        raise UnsupportedType("the upload is not a PDF, a supported image, DICOM, or a DOCX/ODT/RTF/text document")
     return kind
 
 
@@ -89,7 +118,26 @@ def validate(path: Path, kind: FileKind, settings: Settings) -> int:
     """Open the file with its engine; return its page (or frame) count. Raises RejectedInput."""
     if kind.kind == "pdf":
         return _validate_pdf(path, settings)
+    if kind.kind == "dicom":
+        return _validate_dicom(path, settings)
+    if kind.kind == "document":
+        from jobs.office import document_pages
+
+        return len(document_pages(path, kind.format, settings)[1])
     return _validate_image(path, settings)
+
+
+def _validate_dicom(path: Path, settings: Settings) -> int:
+    """Frames of a DICOM image; pages of the PDF an Encapsulated PDF object carries."""
+    import tempfile
+
+    from jobs import dicom
+
+    info = dicom.inspect(path, settings)
+    if info.content == "image":
+        return info.frames
+    with tempfile.TemporaryDirectory(prefix="medintake-dcmpdf-") as tmp:
+        return _validate_pdf(dicom.write_pdf(path, Path(tmp) / "document.pdf"), settings)
 
 
 def _validate_pdf(path: Path, settings: Settings) -> int:

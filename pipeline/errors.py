@@ -131,8 +131,29 @@ class UnsafeKey(RejectedInput):
     fix = "Upload under a plain key: no '..' segments, no leading '/', no NUL, at most 1024 bytes."
 
 
+class DicomWithoutImage(RejectedInput):
+    """The DICOM file holds no image to show or read (a structured report, a non-PDF document)."""
+
+    reason_code = "dicom_without_image"
+    fix = "Send the image series itself, or the report as a PDF or an encapsulated-PDF DICOM object."
+
+
+class DicomDirectory(RejectedInput):
+    """The upload is a DICOMDIR: the index of a DICOM disc, without any image of its own."""
+
+    reason_code = "dicomdir"
+    fix = "Upload the image files the DICOMDIR lists (the files in the disc's DICOM folder), not the index."
+
+
+class UnsupportedDicomCompression(RejectedInput):
+    """The DICOM pixel data uses a compression (transfer syntax) no installed decoder reads."""
+
+    reason_code = "unsupported_dicom_compression"
+    fix = "Export the images again uncompressed or as JPEG, JPEG 2000, JPEG-LS or RLE from the viewer or PACS."
+
+
 REJECTION_CLASSES: dict[str, type[RejectedInput]] = {
     cls.reason_code: cls
     for cls in (RejectedInput, EmptyFile, UnsupportedType, CorruptFile, EncryptedPdf, TooLarge, DecompressionBomb,
-                UnsafeKey)
+                UnsafeKey, DicomWithoutImage, DicomDirectory, UnsupportedDicomCompression)
 }

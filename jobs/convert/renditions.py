@@ -176,7 +176,25 @@ def load_normalised(src: Path, kind: FileKind, settings: Settings) -> "PILImage.
     """Decode the source into a fresh, oriented, 8-bit sRGB image with no metadata at all."""
     if kind.kind == "pdf":
         return render_pdf_page(src, settings)
+    if kind.kind == "dicom":
+        return render_dicom(src, settings)
+    if kind.kind == "document":
+        from jobs import office
+
+        _, pages = office.document_pages(src, kind.format, settings)
+        return office.render_page(pages[0])  # a new L image: pixels only
     return decode_image(src, settings)
+
+
+def render_dicom(src: Path, settings: Settings) -> "PILImage.Image":
+    """Frame 1 of a DICOM image (pixels only, never a header value), or page 1 of its encapsulated PDF."""
+    from jobs import dicom
+
+    info = dicom.inspect(src, settings)
+    if info.content == "pdf":
+        with tempfile.TemporaryDirectory(prefix="medintake-dcmpdf-") as tmp:
+            return render_pdf_page(dicom.write_pdf(src, Path(tmp) / "document.pdf"), settings)
+    return normalise(dicom.frame_image(src, 0, settings), None)
 
 
 def decode_image(src: Path, settings: Settings) -> "PILImage.Image":

@@ -49,6 +49,10 @@ def extract_text(src: Path, kind: FileKind, out_dir: Path, settings: Settings) -
     try:
         if kind.kind == "pdf":
             _extract_pdf(src, settings, out)
+        elif kind.kind == "dicom":
+            _extract_dicom(src, settings, out)
+        elif kind.kind == "document":
+            _extract_document(src, kind, settings, out)
         else:
             _extract_images(src, settings, out)
         out.commit()
@@ -176,7 +180,7 @@ class OcrJob:
     """Everything a process needs to OCR one page on its own (picklable: paths, not handles)."""
 
     src: str
-    kind: str  # "pdf" | "image"
+    kind: str  # "pdf" | "image" | "dicom"
     index: int  # 0-based page or frame
     settings: Settings
 
@@ -211,11 +215,17 @@ def ocr_page(job: OcrJob) -> OcrOutcome:
         image.close()
         return _ocr_outcome(job.index + 1, page, size_pt)
     t0 = time.perf_counter()
-    img = open_image(Path(job.src), settings)
-    try:
-        frame, exif_rotation, dpi = _load_frame(img, job.index)
-    finally:
-        img.close()
+    if job.kind == "dicom":
+        from jobs import dicom
+
+        # No dpi: Pixel Spacing is a header value, and pages.json holds pixel-derived data only.
+        frame, exif_rotation, dpi = dicom.frame_image(Path(job.src), job.index, settings), 0, None
+    else:
+        img = open_image(Path(job.src), settings)
+        try:
+            frame, exif_rotation, dpi = _load_frame(img, job.index)
+        finally:
+            img.close()
     decode = time.perf_counter() - t0
     page = ocr.ocr_image(frame, settings, dpi=dpi, photo_check=True)
     frame.close()
@@ -399,6 +409,55 @@ def _extract_images(src: Path, settings: Settings, out: _Outputs) -> None:
             runner.add_ocr_job(OcrJob(str(src), "image", index, settings), pages_left=frames - index - 1)
         runner.finish()
     out.write_searchable(None, frames)
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM: frames are OCR'd as image pages; an Encapsulated PDF is processed as the PDF it carries
+# --------------------------------------------------------------------------------------------
+
+def _extract_dicom(src: Path, settings: Settings, out: _Outputs) -> None:
+    from jobs import dicom
+
+    info = dicom.inspect(src, settings)
+    if info.content == "pdf":
+        with tempfile.TemporaryDirectory(prefix="medintake-dcmpdf-") as tmp:
+            _extract_pdf(dicom.write_pdf(src, Path(tmp) / "document.pdf"), settings, out)
+        return
+    with _PageRunner(settings, out) as runner:
+        for index in range(info.frames):
+            runner.add_ocr_job(OcrJob(str(src), "dicom", index, settings), pages_left=info.frames - index - 1)
+        runner.finish()
+    out.write_searchable(None, info.frames)
+
+
+# --------------------------------------------------------------------------------------------
+# Word-processor documents and plain text: the text as it is, laid out on pages (source "text")
+# --------------------------------------------------------------------------------------------
+
+def _extract_document(src: Path, kind: FileKind, settings: Settings, out: _Outputs) -> None:
+    from jobs import office
+
+    t0 = time.perf_counter()
+    _, pages = office.document_pages(src, kind.format, settings)
+    out.add_time("text", time.perf_counter() - t0)
+    for page_no, page in enumerate(pages, start=1):
+        record = {
+            "page_no": page_no,
+            "source": "text",
+            "units": "pt",
+            "width": office.PAGE_WIDTH,
+            "height": office.PAGE_HEIGHT,
+            "rotation": 0,
+            "dpi": None,
+            "text_offset": 0,
+            "chars": len(page.text),
+            "mean_confidence": None,
+            "lines": page.lines,
+            "words": page.words,
+        }
+        result = PageResult(page_no=page_no, source="text", width=office.PAGE_WIDTH, height=office.PAGE_HEIGHT,
+                            rotation=0, dpi=None, chars=len(page.text), words=len(page.words))
+        out.write_page(record, page.text, result)
 
 
 def _load_frame(img: Any, index: int) -> tuple[Any, int, float | None]:
