@@ -158,7 +158,8 @@ def fargate_problem(vcpus: float | None, memory: int | None) -> Cause | None:
 def diagnose(facts: QueueFacts, job: JobFacts) -> Cause:
     """The likely reason ``job`` (RUNNABLE for too long) has not started; see the module docstring."""
     if facts.state == "DISABLED":
-        return Cause("queue_disabled", f"job queue {facts.queue} is DISABLED (it schedules no new work)")
+        return Cause("queue_disabled", f"job queue {facts.queue} is DISABLED: new submissions are refused; "
+                                       "enable it before looking further")
     if facts.status == "INVALID":
         return Cause("queue_invalid", f"job queue {facts.queue} is INVALID: \"{facts.status_reason or 'no reason given'}\"")
     envs = facts.environments

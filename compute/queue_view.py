@@ -18,7 +18,8 @@ def _wrap(line: str, styled: bool) -> str:
         return line
     import textwrap
 
-    return "\n".join(textwrap.wrap(line, width=100, subsequent_indent="    "))
+    return "\n".join(textwrap.wrap(line, width=100, subsequent_indent="    ", break_on_hyphens=False,
+                                   break_long_words=False))
 
 
 def _cap(value: float | None) -> str:
@@ -40,8 +41,8 @@ def render(report: StatusReport, styled: bool = False) -> str:
 
     for q in report.queues:
         if q.stuck and q.cause:
-            out += ["", f"STUCK  {q.queue} ({q.region}): job {q.oldest_runnable_id} ({q.oldest_runnable_name}) "
-                        f"RUNNABLE for {format_duration(q.oldest_runnable_seconds)}",
+            out += ["", _wrap(f"STUCK  {q.queue} ({q.region}): job {q.oldest_runnable_id} ({q.oldest_runnable_name}) "
+                              f"RUNNABLE for {format_duration(q.oldest_runnable_seconds)}", styled),
                     _wrap(f"  likely cause [{q.cause.code}]: {q.cause.message}", styled)]
         for w in q.warnings:
             if "FAILED over" in w:
