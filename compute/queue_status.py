@@ -412,6 +412,11 @@ def _queue_for_region(queue: str, region: str) -> str:
     return queue
 
 
+def _no_sqlite_file(settings: Settings) -> bool:
+    url = settings.effective_database_url
+    return url.startswith("sqlite:///") and not url.endswith(":memory:") and not os.path.exists(url[len("sqlite:///"):])
+
+
 def gather(settings: Settings, *, regions: tuple[str, ...] = (), window: float = 3600.0,
            stuck_after: float = 1800.0, max_failures: int = 10, now: float | None = None,
            endpoint_url: str | None = None, client_factory: Any = None, sleep: Any = None) -> StatusReport:
@@ -439,8 +444,7 @@ def gather(settings: Settings, *, regions: tuple[str, ...] = (), window: float =
             api = BatchStatusClient(client, **({"sleep": sleep} if sleep else {}))
             facts.append(collect(api, _queue_for_region(settings.job_queue, region), region, since))
     else:
-        url = settings.effective_database_url
-        if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
+        if _no_sqlite_file(settings):
             raise ConfigError("no database in this data folder",
                               fix="Check --data-dir / MEDINTAKE_DATA_DIR (medintake process creates it).")
         try:
@@ -448,7 +452,10 @@ def gather(settings: Settings, *, regions: tuple[str, ...] = (), window: float =
         except SQLAlchemyError as exc:
             raise TransientError(f"the database could not be read ({type(exc).__name__})") from None
     try:
+        if _no_sqlite_file(settings):  # looking must not create an empty SQLite file
+            raise ConfigError("no database in the data folder")
         documents = document_metrics(settings, now)
     except (MedintakeError, SQLAlchemyError) as exc:  # e.g. RDS not reachable from this machine
-        documents = DocumentMetrics(error=f"database not readable ({type(exc).__name__})")
+        why = exc.message if isinstance(exc, MedintakeError) else type(exc).__name__  # ours are PHI-free
+        documents = DocumentMetrics(error=f"our database is not readable from here ({why})")
     return build_report(facts, documents, now, window, stuck_after, max_failures)

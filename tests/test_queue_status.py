@@ -346,6 +346,17 @@ def test_moto_counts_across_pages(moto_batch, monkeypatch):
     assert [(f.exit_code, f.count) for f in q.failures] == [(None, 12)]
     assert report.exit_code == 0 and q.environments[0].name == "medintake-dev-spot"
     assert gather(settings, client_factory=lambda region: pager).exit_code == 3  # 12 > 10 failures
+    # The client the command makes itself (botocore's retries off) reaches moto the same way.
+    plain = gather(settings, max_failures=20).queues[0]
+    assert plain.counts == q.counts and plain.failures == q.failures
+
+
+def test_batch_source_without_a_database_creates_none(moto_batch, tmp_path):
+    _, settings = moto_batch
+    elsewhere = settings.replace(data_dir=tmp_path / "nowhere")
+    report = gather(elsewhere)
+    assert report.documents.error and not (tmp_path / "nowhere").exists()
+    assert "unavailable: our database is not readable from here (no database in the data folder)" in render(report)
 
 
 def test_moto_unknown_queue_is_a_config_error(moto_batch):
