@@ -419,10 +419,10 @@ def _reprocess_gate(selection, yes: bool, confirm_above: int) -> None:
     by_status = Counter(("stuck" if c.stuck else c.status.lower()) for c in selection.documents)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
     if not _stdin_is_terminal():
-        click.echo(f"refused: {n} documents selected ({summary}), more than --confirm-above {confirm_above}, "
+        click.echo(f"refused: {n} document(s) selected ({summary}), more than --confirm-above {confirm_above}, "
                    "and no terminal to ask. Check them with --dry-run, then add --yes.", err=True)
         sys.exit(2)
-    if not click.confirm(f"Reprocess {n} documents ({summary})?", default=False, err=True):
+    if not click.confirm(f"Reprocess {n} document(s) ({summary})?", default=False, err=True):
         click.echo("nothing reprocessed", err=True)
         sys.exit(2)
 
@@ -448,7 +448,8 @@ def _reprocess_print_plan(selection, as_json: bool, styled: bool) -> None:
     from pipeline.tables import render_table
 
     rows = [_reprocess_plan_row(c, "would-reprocess",
-                                f"terminate {len(c.open_jobs)} job(s) first" if c.open_jobs else None)
+                                ("stuck" + (f"; terminate {len(c.open_jobs)} job(s) first" if c.open_jobs else ""))
+                                if c.stuck else None)
             for c in selection.documents]
     rows += [_reprocess_plan_row(c, "skipped", "in flight, not stuck") for c in selection.ineligible]
     if as_json:

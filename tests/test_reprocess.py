@@ -431,11 +431,11 @@ def test_batch_confirmation_above_the_threshold(batch_env, monkeypatch):
     args = ("reprocess", "--status", "failed", "--confirm-above", "2", "--json")
 
     refused = invoke(*args)  # no terminal to ask (a script, a pipe): refused, not assumed
-    assert refused.exit_code == 2 and "refused: 3 documents" in refused.stderr and "--yes" in refused.stderr
+    assert refused.exit_code == 2 and "refused: 3 document(s)" in refused.stderr and "--yes" in refused.stderr
     monkeypatch.setattr(cli, "_stdin_is_terminal", lambda: True)
     before = snapshot(settings)
     declined = invoke(*args, input="n\n")
-    assert declined.exit_code == 2 and "Reprocess 3 documents (failed 3)?" in declined.stderr
+    assert declined.exit_code == 2 and "Reprocess 3 document(s) (failed 3)?" in declined.stderr
     assert snapshot(settings) == before and list_all_jobs(batch) == []
 
     accepted = invoke(*args, input="y\n")
@@ -450,3 +450,39 @@ def test_batch_confirmation_above_the_threshold(batch_env, monkeypatch):
     assert skipped_prompt.exit_code == 0 and "Reprocess" not in skipped_prompt.stderr
     assert {r["document_id"] for r in json_lines(skipped_prompt)} == set(more)
     assert len(list_all_jobs(batch)) == 18
+
+
+def test_progress_bar_on_a_terminal_only(settings, local_docs):
+    """On a terminal: a table and click's progress bars (submitting, then processing); piped: none."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    open_store(settings).put_file(local_docs["failed_key"], FILES / "screenshot_labs.png")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDINTAKE_")}
+    env.update(COLUMNS="120", LINES="40", TERM="xterm")
+    command = [sys.executable, "-m", "cli", "--data-dir", str(settings.data_dir), "reprocess", "--status", "failed"]
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the command exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(controller)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "submitting" in screen and "processing" in screen and "1/1" in screen
+    assert local_docs["failed"] in screen and "1 -> 2" in screen and "1 of 1 submitted; 1 completed" in screen
+    # Piped (CliRunner is not a terminal): no bar, the table tab-separated.
+    again = invoke("--data-dir", settings.data_dir, "reprocess", "--no-wait", local_docs["failed"])
+    assert "submitting" not in again.output and "processing" not in again.output
+    assert again.stdout.splitlines()[1].split("\t")[:4] == [local_docs["failed"], "COMPLETED", "2 -> 3", "submitted"]
