@@ -94,14 +94,14 @@ class BatchStatusClient:
     def __init__(
         self,
         client: Any,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
         max_attempts: int = 8,
         base_delay: float = 0.5,
         max_delay: float = 20.0,
     ) -> None:
         self.client = client
-        self.sleep = sleep
+        self.sleep = sleep or (lambda seconds: time.sleep(seconds))  # looked up when called
         self.rand = rand
         self.max_attempts = max_attempts
         self.base_delay = base_delay

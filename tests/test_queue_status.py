@@ -574,14 +574,14 @@ def test_back_off_on_throttling_and_5xx_with_a_fake_clock(code, http):
 def test_throttling_gives_up_after_max_attempts_as_a_transient_error():
     client = _client()
     clock = FakeClock()
-    api = BatchStatusClient(client, sleep=clock.sleep, rand=lambda: 1.0, max_attempts=5)
+    api = BatchStatusClient(client, sleep=clock.sleep, rand=lambda: 1.0)  # defaults: 8 attempts, 0.5 s to 20 s
     with Stubber(client) as stubber:
-        for _ in range(5):
+        for _ in range(8):
             stubber.add_client_error("describe_jobs", service_error_code="ThrottlingException", http_status_code=400)
         with pytest.raises(TransientError) as err:
             api.describe_jobs(["job-1"])
-    assert api.calls == 5 and clock.sleeps == [0.5, 1.0, 2.0, 4.0] and err.value.exit_code == 75
-    assert max(BatchStatusClient(client, rand=lambda: 1.0).max_delay for _ in range(1)) == 20.0
+    assert api.calls == 8 and err.value.exit_code == 75
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0]  # doubling, capped; none after the last try
 
 
 @pytest.mark.parametrize("code,http,error", [("ClientException", 400, ConfigError),
@@ -755,3 +755,27 @@ def test_aws_stuck_screen_in_a_terminal(local, terminal, tmp_path, scenario, nam
     assert re.search(rf"^{REGION} +medintake-dev +0 +0 +2 +0 +\d+ +0 +0 +3h +STUCK$", screen, re.M), screen
     assert f"likely cause [{code_name}]" in screen and "job-stuck-0001" in screen
     _record(name, screen)
+
+
+@pytest.mark.parametrize("errors,code,text", [
+    ([("ThrottlingException", 400)] * 8, 75, "still failing after 8 attempts (ThrottlingException)"),
+    ([("ServiceUnavailable", 503)] * 8, 75, "still failing after 8 attempts"),
+    ([("AccessDeniedException", 403)], 78, "AWS Batch refused describe_job_queues (AccessDeniedException)"),
+])
+def test_cli_exit_codes_for_aws_errors(monkeypatch, tmp_path, errors, code, text):
+    import compute.batch_status as batch_status
+    from cli import main
+
+    client = _client()
+    stubber = Stubber(client)
+    for error, http in errors:
+        stubber.add_client_error("describe_job_queues", service_error_code=error, http_status_code=http)
+    stubber.activate()
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # the back-off, counted instead of waited
+    monkeypatch.setattr(batch_status, "status_client", lambda region, endpoint_url=None: client)
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "queue", "status", "--region", REGION],
+                                env={"MEDINTAKE_COMPUTE_BACKEND": "batch", "MEDINTAKE_JOB_QUEUE": "medintake-dev"})
+    assert result.exit_code == code, result.output
+    assert text in result.output and len(slept) == len(errors) - 1
+    stubber.assert_no_pending_responses()
