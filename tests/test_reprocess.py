@@ -486,3 +486,16 @@ def test_progress_bar_on_a_terminal_only(settings, local_docs):
     again = invoke("--data-dir", settings.data_dir, "reprocess", "--no-wait", local_docs["failed"])
     assert "submitting" not in again.output and "processing" not in again.output
     assert again.stdout.splitlines()[1].split("\t")[:4] == [local_docs["failed"], "COMPLETED", "2 -> 3", "submitted"]
+
+
+def test_usage_errors_exit_2(tmp_path):
+    data = tmp_path / "data"
+    for args, message in ((("reprocess",), "document ids or --status"),
+                          (("reprocess", "--status", "failed", "--since", "last week"), "--since"),
+                          (("reprocess", "--status", "stuck", "--stuck-after", "soon"), "--stuck-after"),
+                          (("reprocess", "--status", "lost"), "--status")):
+        result = invoke("--data-dir", data, *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not data.exists()  # refused before anything was opened
+    help_text = invoke("reprocess", "--help").output
+    assert "Exit status:" in help_text and "refused" in help_text
