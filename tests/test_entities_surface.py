@@ -269,7 +269,7 @@ def test_a_rerun_without_codes_leaves_no_stale_icd10cm_file(tmp_path, monkeypatc
     icd = Path(row["outputs"]["icd10cm"])
     assert icd.is_file()
     monkeypatch.setenv("MEDINTAKE_LOCAL_ICD10CM", "off")
-    again = CliRunner().invoke(cli.main, ["reprocess", "--data-dir", str(data), row["document_id"]],
+    again = CliRunner().invoke(cli.main, ["reprocess", "--json", "--data-dir", str(data), row["document_id"]],
                                catch_exceptions=False)
     assert again.exit_code == 0 and json.loads(again.output)["status"] == "COMPLETED", again.output
     assert not icd.exists()
