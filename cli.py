@@ -705,6 +705,236 @@ def queue_status(ctx: click.Context, window: float, stuck_after: float, max_fail
         _fail(exc)
 
 
+# ---- documents and jobs: history from our database (pipeline/history.py, compute/job_logs.py) ----
+_HISTORY_EPILOG = """\b
+Exit status:
+  0  shown (an empty list too)
+  2  usage error, or no document / job with that id
+  75 database, AWS Batch or CloudWatch Logs unavailable
+  78 bad settings, or AWS refused (region, permissions)
+"""
+_STATUS_CHOICES = ("received", "queued", "processing", "completed", "failed", "rejected")
+
+
+def _when(value: Any) -> str | None:
+    """A time as operators read it in a table: UTC, to the second."""
+    from pipeline.history import aware
+
+    return aware(value).strftime("%Y-%m-%d %H:%M:%S") if value is not None else None
+
+
+def _took(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def _section(title: str, styled: bool) -> None:
+    click.echo("")
+    click.echo(click.style(title, bold=True) if styled else f"# {title}")
+
+
+@main.group()
+def documents() -> None:
+    """Documents from our database: list with filters, show one (no PHI unless --show-phi)."""
+
+
+@documents.command("list", epilog=_HISTORY_EPILOG)
+@click.option("--status", "statuses", multiple=True, type=click.Choice(_STATUS_CHOICES, case_sensitive=False),
+              help="Only this status (repeatable: either).")
+@click.option("--reason", "reasons", multiple=True, metavar="CODE", help="Only this reason code (repeatable).")
+@click.option("--since", default=None, metavar="WHEN",
+              help="Last changed at or after WHEN: ISO time (UTC unless it says) or relative (30m, 2h, 3d).")
+@click.option("--until", default=None, metavar="WHEN", help="Last changed before WHEN (same forms as --since).")
+@click.option("--prefix", default=None, metavar="KEY_PREFIX",
+              help="Only uploads whose object key starts with this (the key is printed only with --show-phi).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="At most this many, most recently changed first.")
+@click.option("--show-phi", is_flag=True, help="Add the object key (it may hold a patient's name).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+@click.pass_context
+def documents_list(ctx: click.Context, statuses: tuple[str, ...], reasons: tuple[str, ...], since: str | None,
+                   until: str | None, prefix: str | None, limit: int, show_phi: bool, as_json: bool) -> None:
+    """Documents, most recently changed first: id, status, attempt, reason, format, pages, times.
+
+    The time window is on the last change (for a final document: when it became final), as for
+    `medintake reprocess`, so the same filters list what it would pick. Duration: from the current
+    attempt's first job to the final state (empty while in flight).
+
+    \b
+      medintake documents list --status failed --since 2h
+      medintake documents list --status rejected --reason corrupt_file --json
+    """
+    from pipeline import history
+    from pipeline.reprocess import parse_when
+    from pipeline.tables import render_table
+
+    settings = _settings(ctx)
+    bounds = {}
+    for name, text in (("since", since), ("until", until)):
+        try:
+            bounds[name] = parse_when(text) if text else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"--{name}") from None
+    filters = history.DocumentFilters(statuses=statuses, reasons=reasons, prefix=prefix, limit=limit, **bounds)
+    try:
+        page = history.list_documents(settings, filters, show_phi=show_phi)
+    except MedintakeError as exc:
+        _fail(exc)
+    if as_json:
+        rows = [history.to_json(r) for r in page.rows]
+        if not show_phi:
+            for r in rows:
+                r.pop("object_key", None)
+        click.echo(json.dumps(rows, indent=2))
+        return
+    styled = sys.stdout.isatty()
+    headers = ["document", "status", "attempt", "reason", "format", "pages", "created", "updated", "duration"]
+    table = [[r.document_id, r.status, r.attempt, r.reason_code, r.format, r.pages, _when(r.created_at),
+              _when(r.updated_at), _took(r.duration_seconds)] + ([r.object_key] if show_phi else [])
+             for r in page.rows]
+    click.echo(render_table(headers + (["key"] if show_phi else []), table, styled))
+    if page.total > len(page.rows):
+        click.echo(f"{len(page.rows)} of {page.total} shown, most recently changed first (--limit for more)",
+                   err=True)
+    elif not page.rows:
+        click.echo("no documents match", err=True)
+
+
+@documents.command("show", epilog=_HISTORY_EPILOG)
+@click.argument("document_id")
+@click.option("--show-phi", is_flag=True, help="Add the object key and the first 500 characters of the text.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def documents_show(ctx: click.Context, document_id: str, show_phi: bool, as_json: bool) -> None:
+    """One document: status, every attempt's jobs and notice, stage timings, outputs, counts."""
+    from pipeline import history
+    from pipeline.tables import render_pairs, render_table
+
+    settings = _settings(ctx)
+    try:
+        d = history.show_document(settings, document_id, show_phi=show_phi)
+    except MedintakeError as exc:
+        _fail(exc)
+    if as_json:
+        out = history.to_json(d)
+        if not show_phi:
+            out.pop("object_key", None)
+            out.pop("text_excerpt", None)
+        click.echo(json.dumps(out, indent=2))
+        return
+    styled = sys.stdout.isatty()
+    pairs = [("document", d.document_id), ("status", d.status), ("attempt", d.attempt),
+             ("reason", d.reason_code), ("reason message", d.reason_message), ("format", d.format),
+             ("pages", d.pages), ("language", d.language), ("size", d.size), ("created", _when(d.created_at)),
+             ("updated", _when(d.updated_at)), ("duration", _took(d.duration_seconds))]
+    if show_phi:
+        pairs.insert(1, ("key", d.object_key))
+    click.echo(render_pairs(pairs, styled))
+    for a in d.attempts:
+        label = "retired (half-submitted graph)" if a.attempt == 0 else str(a.attempt)
+        _section(f"attempt {label}" + (" (current)" if a.attempt == d.attempt else ""), styled)
+        click.echo(render_table(("kind", "job", "status", "tries", "exit", "status reason", "started", "stopped",
+                                 "duration"),
+                                [(j.kind, j.job_id, j.status, j.tries, j.exit_code, j.status_reason,
+                                  _when(j.started_at), _when(j.stopped_at), _took(j.duration_seconds))
+                                 for j in a.jobs], styled))
+        if a.notice:
+            n = a.notice
+            click.echo(f"notice: {n['status']}" + (f" ({n['reason_code']})" if n["reason_code"] else "")
+                       + f", written {_when(n['created_at'])}, "
+                       + (f"sent {_when(n['sent_at'])}" if n["sent_at"] else "not sent yet"))
+    _section("stage timings (current attempt, seconds)", styled)
+    rows = []
+    for kind, t in d.timings.items():
+        rows.append((kind, "job", t["seconds"]))
+        rows.extend((kind, stage, seconds) for stage, seconds in t["stages"].items())
+    click.echo(render_table(("kind", "stage", "seconds"), rows, styled))
+    _section("outputs", styled)
+    click.echo(render_pairs(list(d.outputs.items()) or [("(none)", None)], styled))
+    _section("counts", styled)
+    click.echo(render_pairs(list(d.counts.items()), styled))
+    if show_phi:
+        _section(f"text (first {history.TEXT_EXCERPT_CHARS} characters; PHI)", styled)
+        click.echo(d.text_excerpt if d.text_excerpt is not None else "(no text.txt)")
+
+
+@main.group()
+def jobs() -> None:
+    """Jobs from our database, with their log tail (local files or CloudWatch Logs)."""
+
+
+@jobs.command("show", epilog=_HISTORY_EPILOG)
+@click.argument("job_id")
+@click.option("--lines", type=click.IntRange(min=0), default=40, show_default=True, help="Log lines to show.")
+@click.option("--attempt", "try_no", type=click.IntRange(min=1), default=None,
+              help="Whose log: this compute attempt (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, as_json: bool) -> None:
+    """A job: its compute attempts (exit codes, status reasons, timings), every state change
+    recorded, its stage timings and the tail of its log.
+
+    The log is the local compute environment's file (<data dir>/logs/<kind>-<job>-<attempt>.log)
+    or, with compute_backend=batch, the CloudWatch Logs stream DescribeJobs names (Batch keeps
+    finished jobs about a day; after that the stream is not known).
+    """
+    from compute.job_logs import job_log_tail
+    from pipeline import history
+    from pipeline.tables import render_pairs, render_table
+
+    settings = _settings(ctx)
+    try:
+        job = history.show_job(settings, job_id)
+    except MedintakeError as exc:
+        _fail(exc)
+    log_error: MedintakeError | None = None
+    try:
+        tail = job_log_tail(settings, job_id, lines=lines, attempt=try_no)
+    except MedintakeError as exc:
+        tail, log_error = None, exc
+    if as_json:
+        out = history.to_json(job)
+        out["log"] = history.to_json(tail) if tail else {"error": log_error.message}
+        click.echo(json.dumps(out, indent=2))
+    else:
+        styled = sys.stdout.isatty()
+        click.echo(render_pairs([
+            ("job", job.job_id), ("name", job.name), ("kind", job.kind), ("document", job.document_id),
+            ("attempt", job.attempt), ("status", job.status), ("tries", job.tries), ("exit code", job.exit_code),
+            ("status reason", job.status_reason), ("reason", job.reason_code),
+            ("reason message", job.reason_message), ("created", _when(job.created_at)),
+            ("started", _when(job.started_at)), ("stopped", _when(job.stopped_at)),
+            ("duration", _took(job.duration_seconds))], styled))
+        logs = tail.attempts if tail else {}
+        _section("attempts", styled)
+        click.echo(render_table(("try", "started", "stopped", "duration", "exit", "outcome", "status reason", "log"),
+                                [(t.number, _when(t.started_at), _when(t.stopped_at), _took(t.duration_seconds),
+                                  t.exit_code, t.outcome, t.status_reason, logs.get(t.number))
+                                 for t in job.tries_detail], styled))
+        _section("state changes", styled)
+        click.echo(render_table(("time", "status", "tries", "exit", "status reason"),
+                                [(_when(c.time), c.status, c.tries, c.exit_code, c.status_reason)
+                                 for c in job.changes], styled))
+        if job.stages:
+            _section("stage timings (seconds)", styled)
+            click.echo(render_pairs(list(job.stages.items()), styled))
+        if tail is not None and tail.location:
+            _section(f"log, attempt {tail.attempt}, last {lines} lines: {tail.location}", styled)
+            if tail.lines:
+                click.echo("\n".join(tail.lines))
+        elif tail is not None:
+            _section("log", styled)
+            click.echo(f"({tail.note})")
+    if log_error is not None:
+        click.echo(f"error: the log could not be read: {log_error.message}. {log_error.fix}".rstrip(), err=True)
+        sys.exit(int(log_error.exit_code))
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""

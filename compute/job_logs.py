@@ -1,0 +1,174 @@
+"""A job's log and its last lines, wherever the job ran: `medintake jobs show`.
+
+compute/ knows where jobs run, so it knows where their logs go:
+
+- the local compute environment (compute/local.py) writes one file per compute attempt,
+  ``<data_dir>/logs/<kind>-<job id>-<attempt>.log`` (the path its events carry as
+  ``container.logStreamName``; our database does not store it, so the files are found by name);
+- AWS Batch sends a container's output to CloudWatch Logs: DescribeJobs names each attempt's
+  stream (``attempts[].container.logStreamName``; a running attempt's is on ``container``) and the
+  group is ``settings.batch_log_group`` or ``/aws/batch/<job_definition_prefix>`` (the stack's).
+  Batch forgets finished jobs after about a day; the streams outlive that, but without DescribeJobs
+  their names are not known, which the answer says instead of guessing.
+
+The lines are printed as they are: our workers log ids, codes and counts only (pipeline/logs.py),
+never text or file names, so a log holds PHI only if our code put it there by mistake.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, TransientError
+from pipeline.settings import Settings
+
+DEFAULT_LINES = 40
+_BLOCK = 8192
+
+
+@dataclass
+class LogTail:
+    source: str  # local | cloudwatch
+    attempt: int | None  # the compute attempt shown (1-based), None when there is no log
+    location: str | None  # the file, or "<group> <stream>"
+    lines: list[str] = field(default_factory=list)
+    attempts: dict[int, str] = field(default_factory=dict)  # every attempt's file or stream
+    note: str | None = None  # why there is nothing to show
+
+
+def log_group(settings: Settings) -> str:
+    return settings.batch_log_group or f"/aws/batch/{settings.job_definition_prefix}"
+
+
+# ---- local ---------------------------------------------------------------------------------------
+def local_log_files(settings: Settings, job_id: str) -> dict[int, Path]:
+    """Attempt number -> log file of the local compute environment (named as compute/local.py does)."""
+    folder = (settings.data_dir / "logs").resolve()
+    pattern = re.compile(rf"^[a-z_]+-{re.escape(job_id)}-(\d+)\.log$")
+    found: dict[int, Path] = {}
+    if folder.is_dir():
+        for path in folder.glob(f"*-{glob_escape(job_id)}-*.log"):
+            m = pattern.match(path.name)
+            if m:
+                found[int(m.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def tail_file(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a file, read backwards in blocks (a log can be large)."""
+    if lines <= 0:
+        return []
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        end = fh.tell()
+        data = b""
+        while end > 0 and data.count(b"\n") <= lines:
+            start = max(0, end - _BLOCK)
+            fh.seek(start)
+            data = fh.read(end - start) + data
+            end = start
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return text[-lines:]
+
+
+# ---- AWS Batch and CloudWatch Logs ---------------------------------------------------------------
+def batch_log_streams(settings: Settings, job_id: str, client: Any = None) -> dict[int, str] | None:
+    """Attempt number -> CloudWatch stream, from DescribeJobs; None when Batch no longer knows the job."""
+    from compute.batch_status import BatchStatusClient, status_client
+
+    api = BatchStatusClient(client or status_client(settings.aws_region or None))
+    found = api.describe_jobs([job_id])
+    if not found:
+        return None
+    job = found[0]
+    streams: dict[int, str] = {}
+    for n, attempt in enumerate(job.get("attempts") or [], 1):
+        name = (attempt.get("container") or {}).get("logStreamName")
+        if name:
+            streams[n] = name
+    current = (job.get("container") or {}).get("logStreamName")
+    if current and current not in streams.values() and job.get("status") in ("STARTING", "RUNNING"):
+        streams[len(job.get("attempts") or []) + 1] = current  # the attempt running now
+    return streams
+
+
+def logs_client(settings: Settings, endpoint_url: str | None = None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("logs", region_name=settings.aws_region or None, endpoint_url=endpoint_url or None,
+                        config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+
+def tail_cloudwatch(group: str, stream: str, lines: int, client: Any) -> list[str] | None:
+    """The last ``lines`` events of a stream (GetLogEvents from the tail); None if the stream is gone."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if lines <= 0:
+        return []
+    try:
+        answer = client.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=False,
+                                       limit=min(lines, 10000))
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code == "ResourceNotFoundException":
+            return None
+        if status >= 500 or code in ("ThrottlingException", "ServiceUnavailableException"):
+            raise TransientError(f"CloudWatch Logs GetLogEvents failed ({code or status})",
+                                 fix="Try again in a minute.") from None
+        raise ConfigError(f"CloudWatch Logs refused GetLogEvents ({code or status})",
+                          fix="Check the region, MEDINTAKE_BATCH_LOG_GROUP and the logs:GetLogEvents "
+                              "permission.") from None
+    except BotoCoreError as exc:
+        raise TransientError(f"CloudWatch Logs GetLogEvents: {type(exc).__name__}") from None
+    out: list[str] = []
+    for event in answer.get("events", []):
+        out.extend(str(event.get("message", "")).rstrip("\n").split("\n"))
+    return out[-lines:]
+
+
+# ---- one answer for both ---------------------------------------------------------------------------
+def job_log_tail(settings: Settings, job_id: str, lines: int = DEFAULT_LINES, attempt: int | None = None,
+                 batch_client: Any = None, cloudwatch: Any = None) -> LogTail:
+    """The last ``lines`` lines of one attempt's log (default: the latest attempt), from where it ran."""
+    if settings.compute_backend != "batch":
+        files = local_log_files(settings, job_id)
+        tail = LogTail("local", None, None, attempts={n: str(p) for n, p in files.items()})
+        if not files:
+            tail.note = "no log file: the job has not run (yet), or it ran with another data folder"
+            return tail
+        number = attempt or max(files)
+        if number not in files:
+            tail.note = f"no log file for attempt {number}"
+            return tail
+        tail.attempt, tail.location = number, str(files[number])
+        tail.lines = tail_file(files[number], lines)
+        return tail
+    group = log_group(settings)
+    streams = batch_log_streams(settings, job_id, batch_client)
+    tail = LogTail("cloudwatch", None, None, attempts=dict(streams or {}))
+    if streams is None:
+        tail.note = ("AWS Batch no longer describes this job (finished jobs are kept about a day), "
+                     f"so its log stream is not known; look in the log group {group}")
+        return tail
+    if not streams:
+        tail.note = "no log stream yet: the job has not started"
+        return tail
+    number = attempt or max(streams)
+    if number not in streams:
+        tail.note = f"no log stream for attempt {number}"
+        return tail
+    tail.attempt, tail.location = number, f"{group} {streams[number]}"
+    found = tail_cloudwatch(group, streams[number], lines, cloudwatch or logs_client(settings))
+    if found is None:
+        tail.note = "the log stream does not exist (expired under the group's retention, or never written)"
+    else:
+        tail.lines = found
+    return tail
