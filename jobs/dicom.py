@@ -404,7 +404,6 @@ def _grey(ds: Any, arr: Any, index: int) -> Any:
     """Greyscale values to 8 bits: Modality LUT / rescale, then VOI LUT, window or percentiles."""
     import numpy as np
     from pydicom.pixels import apply_modality_lut
-    from pydicom.pixels.processing import apply_voi
 
     view = _frame_view(ds, index)
     try:
@@ -412,22 +411,38 @@ def _grey(ds: Any, arr: Any, index: int) -> Any:
     except Exception:  # a broken Modality LUT: the stored values are still an image
         data = arr.astype(np.float64)
     if "VOILUTSequence" in view:
-        try:
-            item = view.VOILUTSequence[0]
-            lut = np.asarray(item.LUTData if not isinstance(item.LUTData, (bytes, bytearray)) else
-                             np.frombuffer(item.LUTData, np.uint16 if len(item.LUTData) % 2 == 0 else np.uint8))
-            high = float(lut.max(initial=0))
-            if high > 0:
-                return _scale(np.asarray(apply_voi(arr if "ModalityLUTSequence" in view else data, view, 0),
-                                         dtype=np.float64), 0.0, high)
-        except Exception:
-            pass  # an unusable VOI LUT: try the window, then percentiles
+        out = _voi_lut(view, data)
+        if out is not None:
+            return out
     center = _first_float(_get(view, "WindowCenter"))
     width = _first_float(_get(view, "WindowWidth"))
     if center is not None and width is not None and width > 0:
         function = str(_get(view, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
         return _window(data, center, width, function)
     return _percentile_window(data)
+
+
+def _voi_lut(view: Any, data: Any) -> Any | None:
+    """The first VOI LUT (PS3.3 C.11.2.1.1) applied and scaled to 0..255; None when unusable."""
+    import numpy as np
+
+    try:
+        item = view.VOILUTSequence[0]
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        raw = item.LUTData
+        if isinstance(raw, (bytes, bytearray)):
+            lut = np.frombuffer(bytes(raw)[: len(raw) - len(raw) % 2], "<u2")
+        else:
+            lut = np.asarray(raw if isinstance(raw, (list, tuple)) else list(raw), dtype=np.float64)
+    except Exception:
+        return None
+    entries = entries or 65536
+    lut = np.asarray(lut[:entries], dtype=np.float64)
+    if lut.size == 0:
+        return None
+    index = np.clip(np.nan_to_num(np.rint(data) - first), 0, lut.size - 1).astype(np.intp)
+    high = float(2 ** bits - 1) if 1 <= bits <= 16 and float(lut.max()) <= 2 ** bits - 1 else float(lut.max())
+    return _scale(lut[index], 0.0, high) if high > 0 else None
 
 
 def _window(data: Any, center: float, width: float, function: str) -> Any:
