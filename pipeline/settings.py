@@ -52,7 +52,7 @@ class Settings:
     batch_log_group: str = ""  # Batch: awslogs group; default /aws/batch/<job_definition_prefix>
     # SubmitJob calls per second from one dispatcher (Lambda container or CLI); times the
     # dispatcher's reserved concurrency it stays under Batch's ~50/s per account.
-    submit_rate: float = 9.0
+    submit_rate: float = 8.0
     workers: int = 0  # local compute: worker processes; 0 = number of CPUs
     worker_start: str = "fork"  # local compute: fork attempts from a warm server | exec a new python
     notifier: str = "file"  # file | sns
