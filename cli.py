@@ -925,8 +925,7 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
             click.echo(render_pairs(list(job.stages.items()), styled))
         if tail is not None and tail.location:
             _section(f"log, attempt {tail.attempt}, last {lines} lines: {tail.location}", styled)
-            if tail.lines:
-                click.echo("\n".join(tail.lines))
+            click.echo("\n".join(tail.lines) if tail.lines else "(no lines)")
         elif tail is not None:
             _section("log", styled)
             click.echo(f"({tail.note})")
