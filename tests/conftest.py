@@ -30,6 +30,22 @@ POSTGRES_URL = os.environ.get("MEDINTAKE_TEST_POSTGRES_URL", "postgresql+psycopg
 SKIP_SERVERS = os.environ.get("MEDINTAKE_TEST_SKIP_SERVERS") == "1"
 
 
+class FakeClock:
+    """A clock and a sleep for rate limits and back-off: time passes only when someone sleeps,
+    so tests prove rates and delays without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def find_tool(name: str) -> str | None:
     """A program the test extra installed, looked for next to this interpreter, then on PATH.
 

@@ -13,25 +13,12 @@ from moto import mock_aws
 
 from compute.batch import BatchComputeEnvironment, worker_environment
 from compute.ratelimit import TokenBucket
-from conftest import FILES, REPO
+from conftest import FakeClock, FILES, REPO
 from pipeline import database, repository
 from pipeline.jobdefs import load_job_definitions
 from pipeline.settings import Settings
 
 REGION = "eu-west-1"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_token_bucket_keeps_1000_calls_under_the_rate_with_a_fake_clock():

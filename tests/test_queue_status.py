@@ -35,7 +35,7 @@ from compute.batch_status import ALL_STATES, BatchStatusClient, collect
 from compute.queue_status import (UNKNOWN_CAUSE, document_metrics, fargate_problem, format_duration, gather,
                                   parse_duration, percentile)
 from compute.queue_view import render
-from conftest import FILES, REPO
+from conftest import FakeClock, FILES, REPO
 from pipeline import database
 from pipeline.database import transaction
 from pipeline.errors import ConfigError, TransientError
@@ -45,19 +45,6 @@ from pipeline.settings import Settings
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 NOW = 1_790_000_000.0  # a fixed "now" for the Batch scenarios (epoch seconds)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 import cli
 from compute.batch import BatchComputeEnvironment
 from compute.ratelimit import TokenBucket
-from conftest import FILES, read_notices
+from conftest import FakeClock, FILES, read_notices
 from pipeline import database, repository
 from pipeline import reprocess as rp
 from pipeline.dispatcher import Dispatcher
@@ -36,19 +36,6 @@ from pipeline.store import open_store
 
 REGION = "eu-west-1"
 QUEUE = "medintake-q"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def invoke(*args, input=None):
