@@ -65,7 +65,11 @@ def looks_like_dicom(head: bytes) -> bool:
     """Whether these leading bytes start a DICOM file (Part 10, or a bare preamble-less dataset)."""
     if len(head) >= 132 and head[128:132] == b"DICM":
         return True
-    if len(head) < 8 or head[1] != 0 or head[0] not in (0x02, 0x08):
+    if len(head) < 8:
+        return False
+    if head[0] == 0 and head[1] in (0x02, 0x08) and head[4:6] in _VRS:  # explicit VR big endian
+        return int.from_bytes(head[2:4], "big") < 0x0200
+    if head[1] != 0 or head[0] not in (0x02, 0x08):
         return False
     element = int.from_bytes(head[2:4], "little")
     if head[4:6] in _VRS:  # explicit VR little endian

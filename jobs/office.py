@@ -12,8 +12,9 @@ Patients and clinics send referral letters as DOCX, ODT, RTF or plain text. This
   in points like a PDF text layer (``source`` "text"), and page 1 can be drawn as the image the
   renditions are made from (:func:`layout`, :func:`render_page`).
 
-``text.txt`` is the document's text: pages split it only at line ends or between words (that
-character becomes the form feed), so every word keeps its offset and no text is changed.
+``text.txt`` is the document's text with pages split at line ends or between words (that newline or
+space becomes the form feed); only a word longer than a whole line, broken across two pages, gets
+a form feed inserted. Every word and line keeps its exact offset.
 
 Every way a file can fail to read becomes a RejectedInput (``corrupt_file``, ``decompression_bomb``
 for a ZIP whose parts expand past :data:`MAX_EXPANDED_BYTES`, ``too_large`` past the page limit);
@@ -335,7 +336,11 @@ def layout(text: str, max_pages: int) -> list[PageLayout]:
         start = chunk[0][0] if chunk else 0
         if first == 0:
             start = 0
-        end = placed[first + per_page][0] - 1 if first + per_page < len(placed) else len(text)
+        end = len(text)
+        if first + per_page < len(placed):
+            end = placed[first + per_page][0]
+            if end > 0 and text[end - 1] in " \t\n":
+                end -= 1  # the space or newline before the next page becomes the form feed
         page = PageLayout(start, text[start:max(start, end)])
         for row, (ls, le, words) in enumerate(chunk):
             top = MARGIN + row * LINE_HEIGHT
