@@ -20,7 +20,6 @@ import shutil
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import boto3
 import pytest
@@ -29,7 +28,7 @@ from moto import mock_aws
 
 import cli
 from compute import job_logs
-from conftest import FILES, read_notices
+from conftest import FILES
 from pipeline import database, history, repository
 from pipeline.database import transaction
 from pipeline.events import s3_notification
@@ -480,3 +479,47 @@ def test_a_log_that_cannot_be_read_still_shows_the_job_and_exits_with_its_code(m
     result = run(moto_job["settings"], "jobs", "show", moto_job["job_id"], env=moto_job["env"])
     assert result.exit_code == 75
     assert f"job\t{moto_job['job_id']}" in result.stdout and "the log could not be read" in result.stderr
+
+
+def run_in_terminal(settings: Settings, *args: str) -> str:
+    """The command in a pseudo-terminal, as an operator sees it (stdout is a TTY: styled tables)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "--data-dir", str(settings.data_dir), *args],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=REPO)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode()
+
+
+def test_on_a_terminal_the_tables_are_aligned_and_styled_without_phi(local):
+    import re
+
+    screen = run_in_terminal(local["settings"], "documents", "list")
+    assert "\x1b[1m" in screen  # bold headers: styled, not tab-separated
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", screen).replace("\r", "")
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert "\t" not in plain and len(lines) == 4
+    column = lines[0].index("status")
+    assert all(line[column:].split()[0] in ("status", "COMPLETED", "FAILED", "REJECTED") for line in lines)
+    assert_no_phi(plain, local)
+    job = job_of(local["settings"], local["rejected"], "extract")
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", run_in_terminal(local["settings"], "jobs", "show", job.id)).replace("\r", "")
+    assert re.search(r"^exit code\s+65$", shown, re.M) and "exit=65" in shown
+    assert_no_phi(shown, local)
