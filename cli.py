@@ -869,7 +869,7 @@ def jobs() -> None:
 
 
 @jobs.command("show", epilog=_HISTORY_EPILOG)
-@click.argument("job_id")
+@click.argument("job_id", metavar="JOB_ID|JOB_NAME")
 @click.option("--lines", type=click.IntRange(min=0), default=40, show_default=True, help="Log lines to show.")
 @click.option("--attempt", "try_no", type=click.IntRange(min=1), default=None,
               help="Whose log: this compute attempt (default: the latest).")
@@ -894,7 +894,7 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
         _fail(exc)
     log_error: MedintakeError | None = None
     try:
-        tail = job_log_tail(settings, job_id, lines=lines, attempt=try_no)
+        tail = job_log_tail(settings, job.job_id, lines=lines, attempt=try_no)
     except MedintakeError as exc:
         tail, log_error = None, exc
     if as_json:

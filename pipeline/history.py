@@ -340,7 +340,10 @@ def rebuild_tries(changes: list[StatusChange]) -> list[TryRecord]:
 
 
 def show_job(settings: Settings, job_id: str) -> JobDetail:
-    """A job and every state change recorded for it. Raises JobNotFound (exit 2) for an unknown id."""
+    """A job (by id, or by its name) and every state change recorded for it.
+
+    Raises JobNotFound (exit 2) for an unknown id.
+    """
     from pipeline.review.collect import _no_database
 
     if _no_database(settings):
@@ -348,8 +351,14 @@ def show_job(settings: Settings, job_id: str) -> JobDetail:
                           fix="Check the id and --data-dir / MEDINTAKE_DATABASE_URL.")
     with transaction(settings) as s:
         job = s.get(Job, job_id)
+        if job is None and job_id.startswith("medintake-"):
+            # The name Batch's console and `queue status` show (medintake-<kind>-<document>-a<n>):
+            # the newest job of that name (a retired half-submitted one may share it).
+            job = s.scalars(select(Job).where(Job.name == job_id)
+                            .order_by(Job.attempt.desc(), Job.created_at.desc()).limit(1)).first()
         if job is None:
             raise JobNotFound("no job with that id")
+        job_id = job.id
         events = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
                                 .order_by(JobEvent.received_at, JobEvent.id)))
         changes = [StatusChange(time=aware(e.received_at), status=e.status, tries=e.tries, exit_code=e.exit_code,

@@ -236,6 +236,8 @@ def test_jobs_show_a_rejected_job_with_its_local_log(local):
     assert_no_phi(result.output, local)
     data = json.loads(run(s, "jobs", "show", job.id, "--json").stdout)
     assert data["exit_code"] == 65 and data["log"]["source"] == "local" and data["log"]["attempt"] == 1
+    by_name = json.loads(run(s, "jobs", "show", job.name, "--json").stdout)  # as Batch's console shows it
+    assert by_name["job_id"] == job.id and by_name["log"]["lines"] == data["log"]["lines"]
     assert [t["exit_code"] for t in data["tries_detail"]] == [65]
 
 
@@ -266,6 +268,7 @@ def test_unknown_ids_exit_2(local, tmp_path):
     assert doc.exit_code == 2 and "no document with that id" in doc.stderr
     job = run(s, "jobs", "show", str(uuid.uuid4()))
     assert job.exit_code == 2 and "no job with that id" in job.stderr
+    assert run(s, "jobs", "show", f"medintake-extract-{'0' * 32}-a1").exit_code == 2
     empty = Settings.load(data_dir=tmp_path / "never-used")
     assert run(empty, "jobs", "show", "abc").exit_code == 2
     assert run(empty, "documents", "show", "abc").exit_code == 2
