@@ -2,7 +2,11 @@
 
     medintake process PATH...     files or folders -> text, entities, renditions, rows, notices
     medintake watch DIR           process files as they appear (local stand-in for upload events)
-    medintake reprocess DOC_ID    a new attempt of a document
+    medintake reprocess ...       new attempts, by ids or filters (--dry-run, rate-limited)
+    medintake queue status        queue health: counts, the oldest RUNNABLE job and why, failures
+    medintake documents list|show documents by status, reason, time, prefix; one in detail
+    medintake jobs show JOB       a job's attempts, state changes and log tail
+    medintake deploy              the AWS stack per region, job definitions, schema
     medintake show DOC_ID         one offline HTML page: what the pipeline saw (PHI: written 0600)
     medintake entities            JSON lines {"id", "text"} on stdin -> {"id", "entities"} on stdout
     medintake db upgrade          create or migrate the schema
