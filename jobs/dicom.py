@@ -411,9 +411,9 @@ def _grey(ds: Any, arr: Any, index: int) -> Any:
 
     view = _frame_view(ds, index)
     try:
-        data = np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+        data = np.asarray(apply_modality_lut(arr, view), dtype=np.float32)  # float32: half of float64's memory
     except Exception:  # a broken Modality LUT: the stored values are still an image
-        data = arr.astype(np.float64)
+        data = arr.astype(np.float32)
     if "VOILUTSequence" in view:
         out = _voi_lut(view, data)
         if out is not None:

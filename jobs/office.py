@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,11 +102,19 @@ def decode_text(data: bytes) -> str | None:
     return None
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+
+
 def _plausible(text: str) -> bool:
     if "\x00" in text:
         return False
-    controls = sum(1 for ch in text if (ord(ch) < 32 and ch not in "\t\n\r\f") or 0x7F <= ord(ch) < 0xA0)
-    return controls <= MAX_CONTROL_SHARE * max(1, len(text))
+    limit = MAX_CONTROL_SHARE * max(1, len(text))
+    controls = 0
+    for _ in _CONTROLS.finditer(text):
+        controls += 1
+        if controls > limit:
+            return False
+    return True
 
 
 def looks_like_text(path: Path) -> bool:
@@ -159,7 +168,7 @@ def read_text(path: Path, fmt: str) -> str:
 def _clean(text: str) -> str:
     """Newlines normalised to LF, form feeds kept for paging only, trailing blanks trimmed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n").replace("\x0b", "\n")
-    text = "".join(ch if ch in "\t\n" or ord(ch) >= 32 else " " for ch in text)
+    text = _CONTROLS.sub(" ", text)
     lines = [line.rstrip() for line in text.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
@@ -180,7 +189,12 @@ def _docx_text(path: Path) -> str:
     from docx.table import Table
 
     _check_zip(path)
-    document = docx.Document(str(path))
+    try:
+        document = docx.Document(str(path))
+    except ValueError:
+        # python-docx opens only the .docx content type; macro-enabled (.docm) and template (.dotx,
+        # .dotm) files have the same word/document.xml, read here directly.
+        return _wordml_text(path)
     parts: list[str] = []
     section = document.sections[0] if len(document.sections) else None
     if section is not None and not section.header.is_linked_to_previous:
@@ -207,6 +221,41 @@ def _docx_blocks(blocks: Any, table_cls: type) -> list[str]:
         else:
             out.append(block.text)
     return out
+
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+def _wordml_text(path: Path) -> str:
+    """Paragraphs of word/document.xml (w:p; w:t text, w:tab, w:br; table cells joined by tabs)."""
+    from defusedxml import ElementTree
+
+    with zipfile.ZipFile(path) as zf:
+        root = ElementTree.fromstring(zf.read("word/document.xml"))
+    body = root.find(f"{_W}body")
+    if body is None:
+        raise CorruptFile("the DOCX document has no body")
+
+    def paragraph(p: Any) -> str:
+        parts = []
+        for node in p.iter():
+            if node.tag == f"{_W}t" and node.text:
+                parts.append(node.text)
+            elif node.tag == f"{_W}tab":
+                parts.append("\t")
+            elif node.tag in (f"{_W}br", f"{_W}cr"):
+                parts.append("\n")
+        return "".join(parts)
+
+    lines: list[str] = []
+    for block in body:
+        if block.tag == f"{_W}p":
+            lines.append(paragraph(block))
+        elif block.tag == f"{_W}tbl":
+            for row in block.iter(f"{_W}tr"):
+                lines.append("\t".join(" ".join(paragraph(p) for p in cell.iter(f"{_W}p")).strip()
+                                       for cell in row.findall(f"{_W}tc")))
+    return "\n".join(lines)
 
 
 def _odt_text(path: Path) -> str:

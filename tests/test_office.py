@@ -277,3 +277,17 @@ def test_letters_end_to_end_with_entities(tmp_path):
             assert {"renditions/thumbnail", "renditions/preview", "pages"} <= set(outputs)
             assert "searchable_pdf" not in outputs
     assert {n["status"] for n in read_notices(settings)} == {"COMPLETED"}
+
+
+def test_macro_enabled_docm_is_read_from_its_xml(tmp_path, settings):
+    """python-docx opens only the .docx content type; a .docm's text comes from word/document.xml."""
+    docx_path = make_docx(tmp_path / "letter.docx")
+    docm = tmp_path / "letter.docm"
+    with zipfile.ZipFile(docx_path) as src, zipfile.ZipFile(docm, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "[Content_Types].xml":
+                data = data.replace(b"wordprocessingml.document.main+xml", b"ms-word.document.macroEnabled.main+xml")
+            dst.writestr(item, data)
+    text, _ = stage(docm, settings, tmp_path)
+    assert LETTER[3] in text and "Atorvastatin\t20 mg at night" in text
