@@ -7,6 +7,12 @@ with the engine that will process it and turns every way it can be unreadable in
 same reason code whichever job sees it first; both open their input through :func:`open_image` and
 :func:`open_pdfium`, so a file is refused the same way wherever it is opened. Worker-side module
 shared by the job kinds: imports Pillow and pypdfium2 lazily.
+
+Kinds: "pdf", "image", "dicom" (:mod:`jobs.dicom`: a preamble + ``DICM`` or a bare dataset; checked
+first, since a DICOM preamble may hold a TIFF header) and "document" (:mod:`jobs.office`: a ZIP
+holding ``word/document.xml`` is DOCX, one whose ``mimetype`` is OpenDocument text is ODT,
+``{\\rtf`` is RTF, and anything else that is plainly text - no NUL byte, almost no control
+characters, decodes - is TXT; other ZIPs, OLE files and PostScript are ``unsupported_type``).
 """
 from __future__ import annotations
 
@@ -104,6 +110,8 @@ def identify(path: Path, settings: Settings) -> FileKind:
     if kind is None and head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         raise UnsupportedType("the upload is an OLE compound file (a legacy .doc/.xls or a password-protected "
                               "Office document), which is not supported")
+    if kind is None and head.lstrip(b"\xef\xbb\xbf").startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        raise UnsupportedType("the upload is PostScript/EPS, which is not supported; print it to PDF instead")
     if kind is None:
         from jobs.office import looks_like_text
 

@@ -291,3 +291,11 @@ def test_macro_enabled_docm_is_read_from_its_xml(tmp_path, settings):
             dst.writestr(item, data)
     text, _ = stage(docm, settings, tmp_path)
     assert LETTER[3] in text and "Atorvastatin\t20 mg at night" in text
+
+
+def test_postscript_is_not_a_text_letter(tmp_path, settings):
+    path = tmp_path / "page.ps"
+    path.write_text("%!PS-Adobe-3.0\n/Helvetica findfont 12 scalefont setfont\n72 720 moveto (Hello) show\nshowpage\n")
+    with pytest.raises(UnsupportedType) as err:
+        identify(path, settings)
+    assert "PostScript" in err.value.message
