@@ -221,16 +221,20 @@ def _check_decoder(ds: Any) -> None:
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID
 
-    ts = UID(str(ds.file_meta.TransferSyntaxUID))
-    if not ts.is_compressed and ts.is_transfer_syntax:
-        return
     try:
-        available = get_decoder(ts).is_available
+        ts = UID(str(ds.file_meta.TransferSyntaxUID).strip())
+        known = bool(ts.is_transfer_syntax)
+        if known and not ts.is_compressed:
+            return
+    except (TypeError, ValueError, AttributeError):
+        ts, known = None, False
+    try:
+        available = known and get_decoder(ts).is_available
     except (NotImplementedError, ValueError):
         available = False
     if not available:
         # The name comes from pydicom's fixed table of standard transfer syntaxes, never from the file.
-        label = ts.name if ts.is_transfer_syntax else "a private transfer syntax"
+        label = ts.name if known and ts is not None and ts.name else "an unknown or private transfer syntax"
         raise UnsupportedDicomCompression(f"the DICOM pixel data is compressed as {label}, which no installed "
                                           "decoder reads")
 
@@ -295,11 +299,11 @@ def _decode(ds: Any, index: int) -> Any:
     try:
         with _quiet():
             arr = pixel_array(ds, index=index)
-    except MedintakeError:
+    except (MedintakeError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except MemoryError:
-        raise
-    except Exception:  # decoders raise anything on damaged data; their messages are not kept
+    except BaseException:
+        # Decoders raise anything on damaged data, including pyo3's PanicException (a BaseException,
+        # from pylibjpeg-rle's Rust decoder on a short RLE segment); their messages are not kept.
         raise CorruptFile("the DICOM pixel data cannot be decoded") from None
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 1:

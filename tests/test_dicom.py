@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +345,36 @@ def test_damaged_pixel_data_is_corrupt(tmp_path, settings):
         make_renditions(path, kind, tmp_path / "out", settings)
 
 
+def rle_overrunning_segments(path: Path) -> Path:
+    """16-bit RLE whose two segments decode to more bytes than the frame holds: pylibjpeg-rle's Rust
+    decoder panics (pyo3 PanicException, a BaseException that ``except Exception`` misses). Found by
+    the crash hunt over mutated pydicom test files; the worker used to crash (retried, then FAILED)."""
+    ds = image_dataset(np.zeros((8, 8), np.uint16), ts=RLELossless)
+    segments = [b"\x81\x00" * 2, b"\x81\x00" * 2]  # each: two replicate runs of 128 bytes, for 64
+    header = struct.pack("<16L", 2, 64, 64 + len(segments[0]), *([0] * 13))
+    ds.PixelData = encapsulate([header + b"".join(segments)])
+    ds["PixelData"].VR = "OB"
+    return save(ds, path)
+
+
+def test_rle_decoder_panic_is_corrupt_file(tmp_path, settings):
+    path = rle_overrunning_segments(tmp_path / "rle.dcm")
+    kind = identify(path, settings)
+    validate(path, kind, settings)
+    with pytest.raises(CorruptFile):
+        dicom.frame_image(path, 0, settings)
+
+
+def test_unknown_transfer_syntax_is_unsupported(tmp_path, settings):
+    path = save(image_dataset(_grey_text()), tmp_path / "ts.dcm")
+    data = path.read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.1\x00") == 1
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.9\x00"))  # no such syntax
+    with pytest.raises(UnsupportedDicomCompression) as err:
+        validate(path, identify(path, settings), settings)
+    assert "unknown or private" in err.value.message
+
+
 def test_too_many_frames(tmp_path):
     small = Settings(max_pages=2)
     path = save(image_dataset(np.zeros((3, 8, 8), np.uint8), frames=3), tmp_path / "mf.dcm")
@@ -445,8 +476,10 @@ def test_rejections_are_final_on_the_first_attempt(tmp_path):
     video.PixelData = encapsulate([bytes(64)])
     video["PixelData"].VR = "OB"
     video_path = save(video, tmp_path / "video.dcm")
-    settings, ids = _run(tmp_path, [sr_path, video_path])
-    expected = {"sr.dcm": "dicom_without_image", "video.dcm": "unsupported_dicom_compression"}
+    rle_path = rle_overrunning_segments(tmp_path / "rle.dcm")  # used to crash the worker (3 attempts, FAILED)
+    settings, ids = _run(tmp_path, [sr_path, video_path, rle_path])
+    expected = {"sr.dcm": "dicom_without_image", "video.dcm": "unsupported_dicom_compression",
+                "rle.dcm": "corrupt_file"}
     notices = {n["document_id"]: n for n in read_notices(settings)}
     for name, reason in expected.items():
         doc = repository.get_document(settings, ids[name])
