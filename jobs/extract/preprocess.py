@@ -33,12 +33,17 @@ def to_gray(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         hi = arr.max() or 1.0
-        return np.ascontiguousarray((arr * 255.0 / hi).astype(np.uint8))
+        return np.ascontiguousarray(np.clip(arr * 255.0 / hi, 0, 255).astype(np.uint8))
+    if image.mode == "LAB":  # L* is the lightness: the grey OCR wants (Pillow has no LAB -> L)
+        image = image.getchannel("L")
     if image.mode != "L":
-        image = image.convert("L")
+        try:
+            image = image.convert("L")
+        except ValueError:  # a mode Pillow cannot take straight to L (e.g. I;16 variants, HSV)
+            image = image.convert("RGB").convert("L")
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
