@@ -223,6 +223,17 @@ def test_enhanced_multiframe_per_frame_window(tmp_path, settings):
     assert second[0][(values > 700) & (values < 3300)].max() == 0 and second[0][values > 3700].min() == 255
 
 
+def test_float_pixel_data(tmp_path, settings):
+    values = np.tile(np.linspace(-1, 1, 64, dtype=np.float32), (16, 1))
+    ds = image_dataset(np.zeros((16, 64), np.uint8), sop_class="1.2.840.10008.5.1.4.1.1.30")  # parametric map
+    for keyword in ("PixelData", "BitsStored", "HighBit", "PixelRepresentation"):
+        delattr(ds, keyword)
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.tobytes()
+    out = render(save(ds, tmp_path / "float.dcm"), settings)
+    assert out[0, 0] == 0 and out[0, -1] == 255 and np.all(np.diff(out[0].astype(int)) >= 0)
+
+
 def test_rgb_and_planar_configuration(tmp_path, settings):
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :16] = (200, 30, 30)
