@@ -16,6 +16,7 @@ characters, decodes - is TXT; other ZIPs, OLE files and PostScript are ``unsuppo
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,11 @@ def sniff(head: bytes) -> FileKind | None:
     return None
 
 
+#: Image formats written as text, which must not be taken for a letter: plain Netpbm (P1-P3 and a
+#: number), X BitMap and X PixMap.
+_TEXT_IMAGE = re.compile(rb"(P[123]\s+(#[^\n]*\s+)*\d|#define \w+_width |/\* XPM \*/)")
+
+
 def identify(path: Path, settings: Settings) -> FileKind:
     """Cheap identification by size and magic bytes; raises a RejectedInput subclass."""
     size = path.stat().st_size
@@ -112,6 +118,8 @@ def identify(path: Path, settings: Settings) -> FileKind:
                               "Office document), which is not supported")
     if kind is None and head.lstrip(b"\xef\xbb\xbf").startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
         raise UnsupportedType("the upload is PostScript/EPS, which is not supported; print it to PDF instead")
+    if kind is None and _TEXT_IMAGE.match(head):
+        raise UnsupportedType("the upload is an image stored as text (Netpbm, XBM or XPM), which is not supported")
     if kind is None:
         from jobs.office import looks_like_text
 

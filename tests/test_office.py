@@ -299,3 +299,20 @@ def test_postscript_is_not_a_text_letter(tmp_path, settings):
     with pytest.raises(UnsupportedType) as err:
         identify(path, settings)
     assert "PostScript" in err.value.message
+
+
+@pytest.mark.parametrize("data", [b"P1\n# a comment\n4 2\n0 1 0 1\n1 0 1 0\n", b"P3 2 1 255 255 0 0 0 255 0\n",
+                                  b"#define dot_width 8\n#define dot_height 1\nstatic char dot_bits[] = {0x01};\n",
+                                  b"/* XPM */\nstatic char *dot[] = {\"1 1 1 1\", \"a c #000000\", \"a\"};\n"])
+def test_images_written_as_text_are_not_letters(data, tmp_path, settings):
+    path = tmp_path / "image.txt"
+    path.write_bytes(data)
+    with pytest.raises(UnsupportedType) as err:
+        identify(path, settings)
+    assert "stored as text" in err.value.message
+
+
+def test_a_letter_starting_like_a_code_is_still_text(tmp_path, settings):
+    path = tmp_path / "letter.txt"
+    path.write_text("P1 results are normal.\nPatient was started on metformin 500 mg twice daily.\n")
+    assert identify(path, settings).format == "TXT"
