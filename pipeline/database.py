@@ -98,11 +98,21 @@ def _make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            # pysqlite opens a transaction only before the first write, so a read-then-write
+            # (``with_for_update`` is a no-op here) would decide on a stale read: two trackers
+            # then overwrite each other's job state and neither decides the document (the race
+            # drill found it). Take the write lock at BEGIN instead: transactions are short and
+            # the busy timeout queues the others.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_recycle=300)
