@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.convert.pixels import normalise
-from jobs.identify import FileKind
+from jobs.identify import DECODE_ERRORS, FileKind
 from pipeline.errors import CorruptFile, DecompressionBomb, TransientError
 from pipeline.settings import Settings
 
@@ -211,7 +210,7 @@ def decode_image(src: Path, settings: Settings) -> "PILImage.Image":
         orient(img)
         try:
             return normalise(img, icc)
-        except (OSError, ValueError):
+        except DECODE_ERRORS:
             raise CorruptFile("the image's pixel format cannot be converted") from None
     finally:
         img.close()
@@ -230,7 +229,7 @@ def decode_first_frame(img: "PILImage.Image", settings: Settings) -> None:
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DecompressionBomb(f"the image declares more than {settings.max_image_pixels} pixels") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError):
+    except DECODE_ERRORS:
         # Broad on purpose, and only around the decoders: a damaged file surfaces as any of these.
         raise CorruptFile("the image cannot be decoded") from None
 
@@ -243,7 +242,7 @@ def orient(img: "PILImage.Image") -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Truncated File Read" and the like
             ImageOps.exif_transpose(img, in_place=True)
-    except (ValueError, TypeError, KeyError, SyntaxError, OSError, struct.error):  # struct: truncated EXIF
+    except DECODE_ERRORS:  # struct.error: truncated EXIF
         log.info("EXIF orientation unreadable; keeping the stored orientation")
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from jobs.extract import ocr, tesseract
 from jobs.extract import pdf as pdfmod
 from jobs.extract.results import ExtractResult, PageResult
-from jobs.identify import FileKind, open_image, open_pdfium
+from jobs.identify import DECODE_ERRORS, FileKind, open_image, open_pdfium
 from pipeline.errors import CorruptFile, MedintakeError
 from pipeline.settings import Settings
 
@@ -402,6 +402,8 @@ def _extract_images(src: Path, settings: Settings, out: _Outputs) -> None:
     img = open_image(src, settings)
     try:
         frames = (getattr(img, "n_frames", 1) or 1) if img.format == "TIFF" else 1
+    except DECODE_ERRORS:
+        raise CorruptFile("the image's frames cannot be counted") from None
     finally:
         img.close()
     with _PageRunner(settings, out) as runner:
@@ -475,7 +477,7 @@ def _load_frame(img: Any, index: int) -> tuple[Any, int, float | None]:
         frame.load()
     except EOFError:
         raise CorruptFile("an image frame is missing") from None
-    except (OSError, ValueError, SyntaxError):
+    except DECODE_ERRORS:
         raise CorruptFile("the image cannot be decoded") from None
     dpi = img.info.get("dpi")
     x_dpi = float(dpi[0]) if isinstance(dpi, tuple) and dpi and dpi[0] else None
