@@ -19,8 +19,8 @@ What one document goes through (every design):
   A  three jobs per document (extract; entities dependsOn extract; convert in parallel): today
   B  one job per document, the three stages in sequence in one container
   C  array jobs: the dispatcher packs an SQS batch into children of up to N documents or T seconds
-     of work each (AWS_BATCH_JOB_ARRAY_INDEX picks the slice), large PDFs split into page-range
-     children plus a merge job that dependsOn the array
+     of work each (AWS_BATCH_JOB_ARRAY_INDEX picks the slice), a PDF whose extract work exceeds
+     --split-work seconds split into page-range children plus a merge job that dependsOn the array
   D  long-running workers on Fargate Spot pulling from SQS, scaled on the backlog
   E  small uploads (estimated work <= --e-max-work s) on a processing Lambda, the rest as C
 """
@@ -165,8 +165,7 @@ class Cfg:
     c_window: float = 5.0
     c_docs: int = 20
     c_work: float = 60.0
-    split_pages: int = 16
-    range_pages: int = 8
+    split_work: float = 240.0  # split a PDF whose extract work exceeds this (s) into page-range children
     # D
     d_min: int = 1
     d_max: int = 64
@@ -213,7 +212,7 @@ class Doc:
 
 
 class Job:
-    __slots__ = ("units", "vcpu", "mem", "deps_left", "dependents", "attempt", "on_done", "done")
+    __slots__ = ("units", "vcpu", "mem", "deps_left", "dependents", "attempt", "on_done", "done", "saved")
 
     def __init__(self, units, mem, on_done, deps=()):
         self.units = list(units)  # [(work_s, doc or None)], run in sequence after one interpreter start
@@ -224,6 +223,7 @@ class Job:
         self.dependents = []
         self.attempt = 0
         self.done = False
+        self.saved = []  # units an interrupted attempt finished (recorded per document, not redone)
         for d in deps:
             if not d.done:
                 self.deps_left += 1
@@ -419,7 +419,7 @@ class Sim:
         else:  # C, E
             big = []
             for d in msgs:
-                if design == "E" and d.work <= self.cfg.e_max_work and d.pages <= self.cfg.split_pages:
+                if design == "E" and d.work <= self.cfg.e_max_work:
                     out.append(("lambda", d))
                 else:
                     big.append(d)
@@ -431,8 +431,8 @@ class Sim:
         cfg = self.cfg
         units, merges = [], []
         for d in docs:
-            if d.pages > cfg.split_pages:
-                n = math.ceil(d.pages / cfg.range_pages)
+            if d.ex > cfg.split_work:  # a large PDF: page ranges of up to c_work seconds each, then a merge
+                n = math.ceil(d.ex / cfg.c_work)
                 for i in range(n):
                     units.append((d.ex / n, None))
                 merges.append(d)
@@ -461,7 +461,7 @@ class Sim:
             self.notice(d, t)
 
     def units_done(self, job, t):
-        for _, d in job.units:
+        for _, d in job.saved + job.units:
             if d is not None:
                 self.notice(d, t)
 
@@ -544,20 +544,31 @@ class Sim:
         if ran > 0 and self.cfg.design in "CE" and len(job.units) > 1:
             done, acc = [], 0.0
             for w, d in job.units:
-                if acc + w <= ran:
-                    acc += w
-                    done.append((w, d))
+                if acc + w > ran:
+                    break
+                acc += w
+                done.append((w, d))
             job.units = job.units[len(done):]
+            job.saved += done
         job.attempt += 1
         self.u.events += 1
         if job.attempt < self.cfg.attempts:
             self.at(self.t + self.sched(), self.make_runnable, job)
         else:
             self.u.events += 1
-            for _, d in job.units:
-                if d is not None:
-                    self.notice(d, self.t, failed=True)
+            self.fail(job)
         self.place()
+
+    def fail(self, job):
+        """A job out of attempts: its documents fail; dependents fail with it (Batch fails them)."""
+        for _, d in job.saved:
+            if d is not None:
+                self.notice(d, self.t)
+        for _, d in job.units:
+            if d is not None:
+                self.notice(d, self.t, failed=True)
+        for dep in job.dependents:
+            self.fail(dep)
 
     def finished(self, job, ce, t0, start):
         self.used[ce] -= job.vcpu
@@ -940,7 +951,17 @@ def main(argv=None):
     print()
     if a.scenario in ("all", "steady"):
         times = steady(a.rate, hours * 3600, a.seed)
-        table_scenario(f"Steady: {a.rate:g} uploads/s for {hours:g} h", run_scenario(base, designs, times), regions)
+        sims = run_scenario(base, designs, times)
+        table_scenario(f"Steady: {a.rate:g} uploads/s for {hours:g} h", sims, regions)
+        print(f"Cost lines of the steady scenario, {regions[0]}, USD per 1,000 documents:")
+        print()
+        names = list(costs(next(iter(sims.values())), regions[0]))
+        print("| design | " + " | ".join(names) + " |")
+        print("| --- " * (1 + len(names)) + "|")
+        for d, sim in sims.items():
+            c = costs(sim, regions[0])
+            print(f"| {d} | " + " | ".join(f"{c[k]:.3f}" for k in names) + " |")
+        print()
     if a.scenario in ("all", "diurnal"):
         dh = 6 if a.quick else 24
         times = diurnal(a.diurnal_rate, dh, a.seed)
@@ -975,6 +996,8 @@ def main(argv=None):
     variants.append(("mix: 80 % one-page photos", {"mix": "photo=0.8:1,born_digital=0.2:3"}))
     variants.append(("mix: 10 % scanned PDFs of 40 pages",
                      {"mix": "born_digital=0.45:3,scanned=0.3:2,photo=0.15:1,scanned=0.1:40"}))
+    variants.append(("mix: 2 % scanned PDFs of 300 pages",
+                     {"mix": "born_digital=0.49:3,scanned=0.3:2,photo=0.19:1,scanned=0.02:300"}))
     print("| variant | " + " | ".join(f"{d} p50 / p95 | {d} USD" for d in designs) + " |")
     print("| --- " * (1 + 2 * len(designs)) + "|")
     for name, kw in variants:
