@@ -316,3 +316,18 @@ def test_a_letter_starting_like_a_code_is_still_text(tmp_path, settings):
     path = tmp_path / "letter.txt"
     path.write_text("P1 results are normal.\nPatient was started on metformin 500 mg twice daily.\n")
     assert identify(path, settings).format == "TXT"
+
+
+def test_medintake_process_takes_a_docx_and_a_binary_blob(tmp_path):
+    """The `medintake process` path: a letter completes, an unknown binary is rejected with its reason."""
+    from click.testing import CliRunner
+
+    import cli
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    make_docx(inbox / "a-letter.docx")
+    (inbox / "b-blob.txt").write_bytes(bytes(np.random.default_rng(3).integers(0, 256, 4000, dtype=np.uint8)))
+    result = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path / "d"), "process", "--json", str(inbox)])
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [(r["status"], r["reason_code"]) for r in rows] == [("COMPLETED", None), ("REJECTED", "unsupported_type")]
