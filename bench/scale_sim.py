@@ -22,7 +22,8 @@ What one document goes through (every design):
      of work each (AWS_BATCH_JOB_ARRAY_INDEX picks the slice), a PDF whose extract work exceeds
      --split-work seconds split into page-range children plus a merge job that dependsOn the array
   D  long-running workers on Fargate Spot pulling from SQS, scaled on the backlog
-  E  small uploads (estimated work <= --e-max-work s) on a processing Lambda, the rest as C
+  E  small uploads (estimated work <= 30 s) on a processing Lambda while its queue is short, the rest
+     (large documents, a burst's overflow) as C
 """
 from __future__ import annotations
 
@@ -418,8 +419,13 @@ class Sim:
                 out.append(("submit", [Job([(d.work, d)], MEM["extract"], self.units_done)]))
         else:  # C, E
             big = []
+            routed = 0
             for d in msgs:
-                if design == "E" and d.work <= self.cfg.e_max_work:
+                # E: a small upload goes to the processing Lambda while its queue is short (the dispatcher
+                # reads the queue depth); in a burst the rest overflow into array jobs
+                if (design == "E" and d.work <= self.cfg.e_max_work
+                        and len(self.lq) + self.l_busy + routed < 2 * self.cfg.e_conc):
+                    routed += 1
                     out.append(("lambda", d))
                 else:
                     big.append(d)
@@ -852,14 +858,8 @@ def ceilings(cfg: Cfg) -> dict[str, tuple[float, str]]:
         k = min(lim, key=lim.get)
         out[dsg] = (lim[k], k)
     out["D"] = (cfg.d_max / work, f"{cfg.d_max} workers")
-    small = sum(s for k, s, p in mix if p * k.extract_s_per_page + cm.ENTITIES_S + k.convert_s <= cfg.e_max_work)
-    lam = cfg.e_conc / work
-    if small >= 0.999:
-        out["E"] = (lam, f"Lambda concurrency {cfg.e_conc}")
-    else:
-        c = out["C"][0]
-        tot = min(lam / small if small else float("inf"), c / (1 - small))
-        out["E"] = (tot, "Lambda concurrency / C for large documents")
+    # E: the processing Lambda's concurrency plus, for the overflow and large documents, C's ceiling
+    out["E"] = (cfg.e_conc / work + out["C"][0], f"Lambda concurrency {cfg.e_conc} + C ({out['C'][1]})")
     return out
 
 
