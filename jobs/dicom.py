@@ -30,7 +30,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import (
     CorruptFile,
@@ -284,12 +284,6 @@ def frame_image(path: Path, index: int, settings: Settings) -> "PILImage.Image":
     image = Image.fromarray(out, "RGB" if out.ndim == 3 else "L")
     image.info = {}
     return image
-
-
-def iter_frames(path: Path, settings: Settings) -> Iterator["PILImage.Image"]:
-    info = inspect(path, settings)
-    for index in range(info.frames):
-        yield frame_image(path, index, settings)
 
 
 def _decode(ds: Any, index: int) -> Any:
