@@ -118,23 +118,17 @@ def _plausible(text: str) -> bool:
 
 
 def looks_like_text(path: Path) -> bool:
-    """Whether the file's first 64 KiB are plain text (a cut multi-byte character at the end is fine)."""
+    """Whether the file's first 64 KiB are plain text (a character cut at the end of them is fine)."""
     with path.open("rb") as fh:
         head = fh.read(TEXT_SNIFF_BYTES)
     if not head:
         return False
-    if len(head) == TEXT_SNIFF_BYTES and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        # Trim an incomplete UTF-8 sequence at the cut (up to 3 bytes).
-        for cut in range(0, 4):
-            try:
-                head[:len(head) - cut].decode("utf-8")
-                head = head[:len(head) - cut]
-                break
-            except UnicodeDecodeError:
-                continue
-    elif len(head) == TEXT_SNIFF_BYTES:
-        head = head[:len(head) - (len(head) % 4)]
-    return decode_text(head) is not None
+    if decode_text(head) is not None:
+        return True
+    if len(head) < TEXT_SNIFF_BYTES:
+        return False
+    # The 64 KiB may end inside a UTF-8 sequence or a UTF-16 surrogate pair: try shorter cuts.
+    return any(decode_text(head[:-cut]) is not None for cut in (1, 2, 3))
 
 
 # --------------------------------------------------------------------------------------------

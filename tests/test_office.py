@@ -331,3 +331,14 @@ def test_medintake_process_takes_a_docx_and_a_binary_blob(tmp_path):
     result = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path / "d"), "process", "--json", str(inbox)])
     rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert [(r["status"], r["reason_code"]) for r in rows] == [("COMPLETED", None), ("REJECTED", "unsupported_type")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_long_text_whose_sniffed_head_ends_inside_a_character(encoding, tmp_path, settings):
+    line = "Metformin 500 mg twice daily \U0001F48A é\n"  # a surrogate pair in UTF-16, 4 bytes in UTF-8
+    path = tmp_path / "long.txt"
+    data = (line * 4000).encode(encoding)
+    for shift in range(4):  # put the 64 KiB cut at each position within a character
+        path.write_bytes(data[:2] + b" " * (shift * 2 if encoding == "utf-16" else shift) + data[2:]
+                         if encoding == "utf-16" else b" " * shift + data)
+        assert identify(path, settings).format == "TXT", shift
