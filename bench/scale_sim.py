@@ -115,6 +115,10 @@ SOURCES: dict[str, tuple[object, str, str]] = {
                     "assumption"),
     "lambda_vcpu": ("1,769 MB = 1 vCPU", "https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html",
                     "official"),
+    "lambda_limits": ("15 min per invocation, 10,240 MB memory, /tmp 512-10,240 MB, 1,000 concurrent by default",
+                      "https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html (new accounts start "
+                      "lower), https://docs.aws.amazon.com/lambda/latest/dg/API_EphemeralStorage.html; container "
+                      "image up to 10 GB: gist yogeshnile/31933101645f182252f088a1a43d318e", "official"),
     "lambda_mem_gb": (3.0, "processing Lambda memory = the extract job's 3 GB (>1 vCPU; the work is single-threaded, "
                       "OMP_THREAD_LIMIT=1, so it runs at 1x)", "repo (assumption)"),
     "lambda_init_s": (4.0, "cold start of a container-image function with the worker's imports, billed; assumed",
