@@ -85,7 +85,8 @@ SOURCES: dict[str, tuple[object, str, str]] = {
     "provision_s": (10.0, "qiita.com/kjm/items/a86c5a425c57439ecfa0 (Fargate start: ENI allocation ~10 s, then the "
                     "pull takes most of the time); not billed (billing starts at the pull)", "secondary"),
     "pull_mb_per_s": (8.8, "elasticscale.com/blog/reduce-aws-fargate-pull-times-with-soci: a 413 MB image took 53-62 s "
-                      "(mean 57 s) from task creation to start, 10 runs; (57 - 10 s provisioning) / 413 MB -> 8.8 MB/s. "
+                      "(mean 57 s) from task creation to start, 10 runs; (57 - 10 s provisioning) / 413 MB "
+                      "-> 8.8 MB/s. "
                       "355 MB -> 40 s pull, 50 s start in all", "secondary (derived)"),
     "spot_warning_s": (120, "https://aws.amazon.com/premiumsupport/knowledge-center/fargate-spot-termination-notice/ "
                        "(two-minute warning, SIGTERM)", "official"),
@@ -96,7 +97,8 @@ SOURCES: dict[str, tuple[object, str, str]] = {
     "retry_attempts": (3, "job_definitions/*.json retryStrategy.attempts (Spot interruption -> RETRY)", "repo"),
     "job_reservations": ("extract 1 vCPU/3 GB, entities and convert 1 vCPU/2 GB, 30 GiB",
                          "job_definitions/*.json; cost_model.JOBS", "repo"),
-    "max_vcpus": (32, "compute/cloudformation/medintake.yaml MaxVcpus default (each CE: Fargate Spot, Fargate)", "repo"),
+    "max_vcpus": (32, "compute/cloudformation/medintake.yaml MaxVcpus default (each CE: Fargate Spot, Fargate)",
+                  "repo"),
     "dispatcher": ("BatchSize 10, window 1 s, concurrency 5, 9 SubmitJob/s per container",
                    "compute/cloudformation/medintake.yaml DispatcherEventSource, DispatcherConcurrency, "
                    "SubmitRatePerSecond; compute/ratelimit.py (bucket capacity max(1, rate))", "repo"),
@@ -945,12 +947,14 @@ def main(argv=None):
     print(f"Seed {a.seed}; mix {a.mix}; container start {base.start_total:.0f} s "
           f"({base.provision:.0f} s provisioning + {base.start_total - base.provision:.0f} s image pull, billed); "
           f"Spot interruptions {base.spot_per_h:g} per task-hour; MaxVcpus {base.max_vcpus} per compute environment; "
-          f"C/E: up to {base.c_docs} documents or {base.c_work:.0f} s of work per child, SQS window {base.c_window:.0f} s; "
+          f"C/E: up to {base.c_docs} documents or {base.c_work:.0f} s of work per child, "
+          f"SQS window {base.c_window:.0f} s; "
           f"USD per 1,000 documents = compute + requests, Comprehend Medical excluded"
           + (" (--quick)" if a.quick else ""))
     print()
     print("Fixed monthly cost of one stack (cost_model.fixed_month, USD): " + ", ".join(
-        f"{r} {fixed_month(r):.2f}" for r in regions) + f"; design D adds its always-on floor of {base.d_min} worker(s): "
+        f"{r} {fixed_month(r):.2f}" for r in regions)
+        + f"; design D adds its always-on floor of {base.d_min} worker(s): "
         + ", ".join(f"{r} {d_floor_month(base, r):.2f}" for r in regions))
     print()
     if a.scenario in ("all", "steady"):
@@ -1002,6 +1006,8 @@ def main(argv=None):
                      {"mix": "born_digital=0.45:3,scanned=0.3:2,photo=0.15:1,scanned=0.1:40"}))
     variants.append(("mix: 2 % scanned PDFs of 300 pages",
                      {"mix": "born_digital=0.49:3,scanned=0.3:2,photo=0.19:1,scanned=0.02:300"}))
+    variants.append(("C/E: SQS window 30 s (fuller children at low load)", {"c_window": 30.0}))
+    variants.append(("E: processing Lambda at 1,769 MB (1 vCPU)", {"e_mem_gb": 1.769}))
     print("| variant | " + " | ".join(f"{d} p50 / p95 | {d} USD" for d in designs) + " |")
     print("| --- " * (1 + 2 * len(designs)) + "|")
     for name, kw in variants:
