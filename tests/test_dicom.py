@@ -247,6 +247,17 @@ def test_rgb_and_planar_configuration(tmp_path, settings):
     assert np.array_equal(render(save(planar, tmp_path / "planar.dcm"), settings), rgb)
 
 
+def test_uncompressed_ybr_full_is_converted(tmp_path, settings):
+    from pydicom.pixels import convert_color_space
+
+    rgb = np.zeros((16, 32, 3), np.uint8)
+    rgb[:, :16] = (210, 60, 40)
+    rgb[:, 16:] = (20, 90, 200)
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+    out = render(save(image_dataset(ybr, photometric="YBR_FULL"), tmp_path / "ybr.dcm"), settings)
+    assert np.abs(out.astype(int) - rgb.astype(int)).max() <= 2
+
+
 def test_palette_colour(tmp_path, settings):
     indexes = np.tile(np.arange(4, dtype=np.uint8).repeat(8), (8, 1))  # 8x32, values 0..3
     ds = image_dataset(indexes, photometric="PALETTE COLOR")
@@ -290,6 +301,28 @@ def test_transfer_syntaxes(ts, tmp_path, settings):
     out = render(path, settings)
     tolerance = 12 if ts == JPEGBaseline8Bit else 0
     assert np.abs(out.astype(int) - pixels.astype(int)).mean() <= tolerance
+
+
+LOSSLESS_PAIRS = [  # pydicom's own sample files, read where pydicom installed them (never copied here)
+    ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm"),  # JPEG-LS lossless (pylibjpeg-libjpeg)
+    ("MR_small.dcm", "MR_small_jp2klossless.dcm"),  # JPEG 2000 lossless
+    ("MR_small.dcm", "MR_small_RLE.dcm"),
+    ("MR_small.dcm", "MR_small_bigendian.dcm"),  # explicit VR big endian
+    ("SC_rgb_rle.dcm", "SC_rgb_jpeg_gdcm.dcm"),  # RGB: RLE and JPEG lossless (process 14 SV1)
+]
+
+
+@pytest.mark.parametrize("reference,compressed", LOSSLESS_PAIRS)
+def test_pydicom_lossless_samples_render_like_their_uncompressed_reference(reference, compressed, settings):
+    from pydicom.data import get_testdata_files
+
+    found = [get_testdata_files(name) for name in (reference, compressed)]  # local search, no download
+    if not all(found):
+        pytest.skip("pydicom's sample files are not installed")
+    paths = [f[0] for f in found]
+    a, b = (render(Path(p), settings) for p in paths)
+    assert a.shape == b.shape and a.std() > 5
+    assert np.array_equal(a, b)
 
 
 def test_ybr_jpeg_colour_is_converted_to_rgb(tmp_path, settings):
