@@ -46,6 +46,20 @@ class FakeClock:
         self.now += seconds
 
 
+def batch_queue(region: str, queue: str, compute_environment: str):
+    """Inside mock_aws: an enabled job queue on an unmanaged compute environment; the Batch client."""
+    import boto3
+
+    iam = boto3.client("iam", region_name=region)
+    role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    batch = boto3.client("batch", region_name=region)
+    ce = batch.create_compute_environment(computeEnvironmentName=compute_environment, type="UNMANAGED",
+                                          state="ENABLED", serviceRole=role)["computeEnvironmentArn"]
+    batch.create_job_queue(jobQueueName=queue, state="ENABLED", priority=1,
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+    return batch
+
+
 def find_tool(name: str) -> str | None:
     """A program the test extra installed, looked for next to this interpreter, then on PATH.
 

@@ -28,7 +28,7 @@ from moto import mock_aws
 
 import cli
 from compute import job_logs
-from conftest import FILES
+from conftest import batch_queue, FILES
 from pipeline import database, history, repository
 from pipeline.database import transaction
 from pipeline.events import s3_notification
@@ -368,13 +368,7 @@ def test_job_changes_and_tries_on_each_database(db_settings):
 @pytest.fixture
 def moto_job(tmp_path):
     with mock_aws(config={"batch": {"use_docker": False}}):
-        iam = boto3.client("iam", region_name=REGION)
-        role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        batch = boto3.client("batch", region_name=REGION)
-        ce = batch.create_compute_environment(computeEnvironmentName="medintake-dev-spot", type="UNMANAGED",
-                                              state="ENABLED", serviceRole=role)["computeEnvironmentArn"]
-        batch.create_job_queue(jobQueueName="medintake-dev", state="ENABLED", priority=1,
-                               computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+        batch = batch_queue(REGION, "medintake-dev", "medintake-dev-spot")
         batch.register_job_definition(jobDefinitionName="medintake-dev-extract-0123abcd", type="container",
                                       containerProperties={"image": "w:1", "command": ["true"],
                                                            "vcpus": 1, "memory": 1024})

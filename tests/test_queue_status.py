@@ -35,7 +35,7 @@ from compute.batch_status import ALL_STATES, BatchStatusClient, collect
 from compute.queue_status import (UNKNOWN_CAUSE, document_metrics, fargate_problem, format_duration, gather,
                                   parse_duration, percentile)
 from compute.queue_view import render
-from conftest import FakeClock, FILES, REPO
+from conftest import batch_queue, FakeClock, FILES, REPO
 from pipeline import database
 from pipeline.database import transaction
 from pipeline.errors import ConfigError, TransientError
@@ -294,13 +294,7 @@ class Pager:
 @pytest.fixture
 def moto_batch(tmp_path):
     with mock_aws(config={"batch": {"use_docker": False}}):
-        iam = boto3.client("iam", region_name=REGION)
-        role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        batch = boto3.client("batch", region_name=REGION)
-        ce = batch.create_compute_environment(computeEnvironmentName="medintake-dev-spot", type="UNMANAGED",
-                                              state="ENABLED", serviceRole=role)["computeEnvironmentArn"]
-        batch.create_job_queue(jobQueueName="medintake-dev", state="ENABLED", priority=1,
-                               computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
+        batch = batch_queue(REGION, "medintake-dev", "medintake-dev-spot")
         batch.register_job_definition(jobDefinitionName="medintake-dev-extract", type="container",
                                       containerProperties={"image": "w:1", "command": ["true"],
                                                            "resourceRequirements": [
