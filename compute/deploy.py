@@ -195,11 +195,10 @@ class RegionDeployer:
 
     def upload_code(self, bucket: str) -> str:
         from compute import lambda_package
-        from pipeline.settings import Settings as _S
 
         deps = None
         if self.spec.lambda_dependencies:
-            cache = self.spec.cache_dir or _S().effective_cache_dir
+            cache = self.spec.cache_dir or Settings().effective_cache_dir
             deps = lambda_package.install_dependencies(cache)
         body = lambda_package.build_zip(deps)
         key = f"lambda/medintake-{hashlib.sha256(body).hexdigest()[:16]}.zip"
