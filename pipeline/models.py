@@ -156,8 +156,18 @@ class Rendition(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
 
 
+NOTICE_STATES = ("pending", "publishing", "sent", "unconfirmed")
+
+
 class Notice(Base):
-    """The outbox: one row per document attempt (unique), sent_at set once published."""
+    """The outbox: one row per document attempt (unique), sent_at set once published.
+
+    ``state`` is recorded and committed before the publish call (pending -> publishing, with who
+    and when), so a publish whose outcome is unknown (the process died inside the call, a read
+    timeout after the request went out) is visible as such and never re-sent blindly: it becomes
+    ``unconfirmed`` for an operator (standard SNS topic) or is re-sent only while the topic's
+    deduplication window still covers the first try (FIFO). ``unknown_since`` anchors that window.
+    """
 
     __tablename__ = "notices"
 
@@ -170,5 +180,13 @@ class Notice(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # publish lease
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # NOTICE_STATES
+    publisher: Mapped[str | None] = mapped_column(String(96))  # host:pid:token of the publishing process
+    publish_tries: Mapped[int] = mapped_column(Integer, default=0)
+    unknown_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first unknown outcome
+    last_error: Mapped[str | None] = mapped_column(String(96))  # an error class or code, never PHI
 
-    __table_args__ = (UniqueConstraint("document_id", "attempt", name="uq_notices_document_attempt"),)
+    __table_args__ = (
+        UniqueConstraint("document_id", "attempt", name="uq_notices_document_attempt"),
+        Index("ix_notices_state", "state"),
+    )

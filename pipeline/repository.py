@@ -255,42 +255,173 @@ def finalize(
 
 
 def unsent_notices(settings: Settings) -> list[Notice]:
+    """Notices waiting to be published (pending), oldest first."""
     with transaction(settings) as s:
-        return list(s.scalars(select(Notice).where(Notice.sent_at.is_(None)).order_by(Notice.id)))
+        return list(s.scalars(select(Notice).where(Notice.state == "pending").order_by(Notice.id)))
 
 
-def claim_notice(settings: Settings, notice_id: int, lease_seconds: float = 120.0) -> bool:
-    """Take the publish lease on an unsent notice, so two trackers never both publish it.
+def notices(settings: Settings, states: Iterable[str] = (), limit: int = 1000) -> list[Notice]:
+    """Notices in the given states (all when empty), oldest first: the operator's list."""
+    states = list(states)
+    with transaction(settings) as s:
+        q = select(Notice).order_by(Notice.id).limit(limit)
+        if states:
+            q = q.where(Notice.state.in_(states))
+        return list(s.scalars(q))
 
-    A lease, not a flag: a tracker that dies after claiming lets the notice go out again once the
-    lease has expired, so nothing is lost.
+
+def count_notices(settings: Settings, state: str) -> int:
+    from sqlalchemy import func
+
+    with transaction(settings) as s:
+        return s.scalar(select(func.count()).select_from(Notice).where(Notice.state == state)) or 0
+
+
+def claim_notice(
+    settings: Settings,
+    notice_id: int,
+    lease_seconds: float = 120.0,
+    *,
+    publisher: str = "",
+    resend_window: float = 0.0,
+    resend_unknown: bool = False,
+) -> bool:
+    """Record, and commit, that ``publisher`` is about to publish this notice (pending -> publishing).
+
+    Committed before the publish call, so a crash inside the call leaves a row that says a publish
+    may have happened. A pending row whose earlier publish had an unknown outcome (``unknown_since``)
+    is taken only while ``resend_window`` (the topic's deduplication window, 0 on a standard topic)
+    still covers that first try. ``resend_unknown`` also retakes a publishing row whose lease has
+    expired, for notifiers whose publish is idempotent.
     """
     from datetime import timedelta
 
-    from sqlalchemy import or_
+    from sqlalchemy import and_, or_
 
     now = utcnow()
+    claimable = and_(
+        Notice.state == "pending",
+        or_(Notice.unknown_since.is_(None), Notice.unknown_since > now - timedelta(seconds=resend_window)),
+    )
+    if resend_unknown:
+        claimable = or_(claimable, and_(Notice.state == "publishing",
+                                        Notice.claimed_at < now - timedelta(seconds=lease_seconds)))
     with transaction(settings) as s:
         result = s.execute(
             update(Notice)
-            .where(
-                Notice.id == notice_id,
-                Notice.sent_at.is_(None),
-                or_(Notice.claimed_at.is_(None), Notice.claimed_at < now - timedelta(seconds=lease_seconds)),
-            )
-            .values(claimed_at=now)
+            .where(Notice.id == notice_id, claimable)
+            .values(state="publishing", claimed_at=now, publisher=publisher or "unnamed",
+                    publish_tries=Notice.publish_tries + 1)
         )
         return result.rowcount == 1
 
 
-def release_notice(settings: Settings, notice_id: int) -> None:
-    with transaction(settings) as s:
-        s.execute(update(Notice).where(Notice.id == notice_id).values(claimed_at=None))
 
 
-def mark_sent(settings: Settings, notice_id: int) -> None:
+def release_notice(settings: Settings, notice_id: int, publisher: str | None = None, error: str = "") -> bool:
+    """A definite failure (an error response, no connection): nothing was sent, back to pending.
+
+    Only the publisher holding the row releases it (a late release never undoes another's claim).
+    """
+    conditions = [Notice.id == notice_id, Notice.state == "publishing"]
+    if publisher:
+        conditions.append(Notice.publisher == publisher)
     with transaction(settings) as s:
-        s.execute(update(Notice).where(Notice.id == notice_id).values(sent_at=utcnow()))
+        result = s.execute(
+            update(Notice).where(*conditions)
+            .values(state="pending", claimed_at=None, publisher=None, last_error=error[:96] or None)
+        )
+        return result.rowcount == 1
+
+
+def notice_outcome_unknown(
+    settings: Settings, notice_id: int, publisher: str, resend_window: float, error: str
+) -> str | None:
+    """The publish may or may not have happened: pending again inside the dedup window, else unconfirmed.
+
+    Returns the new state, or None when the row was no longer ours.
+    """
+    with transaction(settings) as s:
+        notice = s.get(Notice, notice_id, with_for_update=True)
+        if notice is None or notice.state != "publishing" or notice.publisher != publisher:
+            return None
+        notice.unknown_since = notice.unknown_since or notice.claimed_at
+        notice.state = "pending" if resend_window > 0 else "unconfirmed"
+        notice.claimed_at = None
+        notice.last_error = error[:96] or None
+        return notice.state
+
+
+def expire_notice_leases(settings: Settings, lease_seconds: float, resend_window: float) -> list[int]:
+    """Publishing rows whose lease ran out (the publisher died inside the call): outcome unknown.
+
+    Each becomes pending with ``unknown_since`` set (re-sent only inside the dedup window) or
+    unconfirmed; pending rows whose window has closed become unconfirmed too. Returns the ids of
+    rows made unconfirmed now.
+    """
+    from datetime import timedelta
+
+    now = utcnow()
+    parked: list[int] = []
+    with transaction(settings) as s:
+        stale = s.scalars(
+            select(Notice).where(Notice.state == "publishing",
+                                 Notice.claimed_at < now - timedelta(seconds=lease_seconds)).with_for_update()
+        ).all()
+        for n in stale:
+            n.unknown_since = n.unknown_since or n.claimed_at
+            n.claimed_at = None
+            n.last_error = "publisher lost inside the call"
+            n.state = "pending"
+        s.flush()
+        closed = s.scalars(
+            select(Notice).where(Notice.state == "pending", Notice.unknown_since.is_not(None),
+                                 Notice.unknown_since <= now - timedelta(seconds=resend_window)).with_for_update()
+        ).all()
+        for n in closed:
+            n.state = "unconfirmed"
+            parked.append(n.id)
+    return parked
+
+
+def settle_notice(settings: Settings, notice_id: int, published: bool) -> bool:
+    """A notifier that can look (the notices file) says whether an unknown publish happened."""
+    with transaction(settings) as s:
+        values: dict[str, Any] = (
+            {"state": "sent", "sent_at": utcnow()} if published else {"state": "pending", "unknown_since": None}
+        )
+        result = s.execute(update(Notice).where(Notice.id == notice_id, Notice.state.in_(("publishing", "pending",
+                                                                                          "unconfirmed")))
+                           .values(claimed_at=None, **values))
+        return result.rowcount == 1
+
+
+def mark_sent(settings: Settings, notice_id: int, publisher: str | None = None) -> None:
+    """The publish call returned success: sent, whoever holds the row now (sent is a fact)."""
+    with transaction(settings) as s:
+        s.execute(update(Notice).where(Notice.id == notice_id, Notice.sent_at.is_(None))
+                  .values(state="sent", sent_at=utcnow(), claimed_at=None, last_error=None))
+
+
+def resend_notice(settings: Settings, notice_id: int) -> bool:
+    """Operator: an unconfirmed notice goes out again (they accept a possible second copy)."""
+    with transaction(settings) as s:
+        result = s.execute(
+            update(Notice).where(Notice.id == notice_id, Notice.state == "unconfirmed")
+            .values(state="pending", unknown_since=None, claimed_at=None, publisher=None,
+                    last_error="resent by an operator")
+        )
+        return result.rowcount == 1
+
+
+def confirm_notice(settings: Settings, notice_id: int) -> bool:
+    """Operator: an unconfirmed notice did reach its subscribers; record it as sent, send nothing."""
+    with transaction(settings) as s:
+        result = s.execute(
+            update(Notice).where(Notice.id == notice_id, Notice.state == "unconfirmed")
+            .values(state="sent", sent_at=utcnow(), last_error="confirmed by an operator")
+        )
+        return result.rowcount == 1
 
 
 def counts_for(settings: Settings, doc_id: str) -> dict[str, int]:
