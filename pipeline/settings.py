@@ -53,6 +53,13 @@ class Settings:
     # SubmitJob calls per second from one dispatcher (Lambda container or CLI); times the
     # dispatcher's reserved concurrency it stays under Batch's ~50/s per account.
     submit_rate: float = 8.0
+    # The shape of the compute step (docs/scale.md): array = one Batch array job per dispatcher
+    # batch, each child running every stage for its slice of documents in one process (the
+    # simulation's choice); per_document = three jobs per document with dependsOn (the old shape).
+    job_shape: str = "per_document"
+    array_child_documents: int = 20  # array shape: documents per child at most
+    array_child_seconds: float = 60.0  # array shape: estimated seconds of work per child at most
+    document_retries: int = 2  # array shape: resubmissions of a document that failed transiently
     workers: int = 0  # local compute: worker processes; 0 = number of CPUs
     worker_start: str = "fork"  # local compute: fork attempts from a warm server | exec a new python
     notifier: str = "file"  # file | sns
@@ -106,6 +113,7 @@ class Settings:
             "text_engine": ("pdfium", "pdfplumber"),
             "worker_start": ("fork", "exec"),
             "local_icd10cm": ("on", "off"),
+            "job_shape": ("array", "per_document"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -116,6 +124,8 @@ class Settings:
             raise ConfigError(f"comprehend_operations must include DetectEntitiesV2 and name only {', '.join(known)}")
         if self.submit_rate <= 0:
             raise ConfigError("submit_rate must be positive")
+        if not 1 <= self.array_child_documents <= 1000 or self.array_child_seconds <= 0 or self.document_retries < 0:
+            raise ConfigError("array_child_documents must be 1-1000, array_child_seconds positive, document_retries >= 0")
         if self.comprehend_concurrency < 1:
             raise ConfigError("comprehend_concurrency must be at least 1")
         if self.notifier == "sns" and not self.sns_topic_arn:
