@@ -143,18 +143,40 @@ class FolderStore:
         return len(keys)
 
 
+#: S3 retries, chosen rather than inherited (botocore's default is the legacy mode, 5 attempts).
+#: Standard mode: jittered exponential backoff (at most 1, 2, 4, 8 s between the 5 attempts) on
+#: throttling (SlowDown, 503), 5xx, connect errors and read timeouts. Every call we make is safe to
+#: repeat (a PUT of a whole object to its final key, GET, HEAD, a delete of listed keys), so a read
+#: timeout may be retried. Not adaptive mode: its client-side rate limiter learns per client, and
+#: each worker process has its own short-lived client, so it would learn nothing; a call that still
+#: fails after ~15 s of backoff is a TransientError (exit 75) that the job definition retries as a
+#: whole, minutes later, which rides out a longer S3 brown-out than a longer SDK loop would.
+S3_MAX_ATTEMPTS = 5
+S3_CONNECT_TIMEOUT = 5.0
+#: Per socket read, not per transfer: S3's first byte comes in milliseconds; 30 s bounds a hung
+#: connection while leaving room for a slow PUT's final response.
+S3_READ_TIMEOUT = 30.0
+
+
+def s3_client(settings: Settings):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT,
+        read_timeout=S3_READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
+    )
+    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url or None,
+                        region_name=settings.aws_region or None, config=config)
+
+
 class S3Store:
     """S3 through boto3; ``endpoint_url`` honoured so moto's server or MinIO work."""
 
     def __init__(self, settings: Settings, client=None) -> None:
-        import boto3
-
         self.bucket = settings.bucket
-        self.client = client or boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url or None,
-            region_name=settings.aws_region or None,
-        )
+        self.client = client or s3_client(settings)
 
     def _call(self, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -200,10 +222,15 @@ class S3Store:
         return ObjectInfo(key, resp["ContentLength"], resp["ETag"].strip('"'), resp.get("VersionId"))
 
     def list(self, prefix: str) -> Iterator[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = self._call(self.client.list_objects_v2, Prefix=prefix, **extra)
             for obj in page.get("Contents", []):
                 yield obj["Key"]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list(prefix))
