@@ -87,6 +87,9 @@ class Settings:
     upload_max_bytes: int = 200 * 1024 * 1024  # upload API: the largest upload it signs for
     max_pages: int = 2000
     max_image_pixels: int = 178_956_970  # Pillow's own default bomb limit (2x = error)
+    # Renditions per upload: "standard" = thumbnail, preview and web image (the original is kept
+    # unchanged); "lossless" adds the full-size lossless copies (jobs/convert/renditions.py).
+    renditions: str = "standard"
     log_level: str = "INFO"
 
     @classmethod
@@ -114,6 +117,7 @@ class Settings:
             "worker_start": ("fork", "exec"),
             "local_icd10cm": ("on", "off"),
             "job_shape": ("array", "per_document"),
+            "renditions": ("standard", "lossless"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
