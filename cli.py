@@ -939,6 +939,93 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
 
 
 @main.group()
+def notices() -> None:
+    """The notice outbox: list notices by state; resend or confirm unconfirmed ones (docs/operators.md)."""
+
+
+def _notice_row(n) -> dict[str, Any]:
+    """No payload, no key: ids, states, counts, times and an error class only (no PHI)."""
+    return {"id": n.id, "document_id": n.document_id, "attempt": n.attempt, "status": n.status,
+            "state": n.state, "publish_tries": n.publish_tries, "created_at": _when(n.created_at),
+            "unknown_since": _when(n.unknown_since), "sent_at": _when(n.sent_at), "last_error": n.last_error}
+
+
+@notices.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(["pending", "publishing", "sent", "unconfirmed"]),
+              help="Only this state (repeatable). Default: all but sent.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+@click.pass_context
+def notices_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Notices not yet known sent, oldest first; `unconfirmed` ones need an operator.
+
+    An unconfirmed notice's publish had an unknown outcome (the tracker died inside the call, or
+    SNS did not answer after the request went out): its subscribers got it once or not at all.
+    Check with them (or the topic's delivery logs), then `medintake notices resend ID` or
+    `medintake notices confirm ID`.
+    """
+    from pipeline import database, repository
+    from pipeline.tables import render_table
+
+    settings = _settings(ctx)
+    try:
+        database.upgrade(settings)
+        rows = [_notice_row(n) for n in repository.notices(settings, states or
+                                                             ("pending", "publishing", "unconfirmed"), limit)]
+    except MedintakeError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    headers = ["notice", "document", "attempt", "status", "state", "tries", "created", "unknown since", "last error"]
+    click.echo(render_table(headers, [[r["id"], r["document_id"], r["attempt"], r["status"], r["state"],
+                                       r["publish_tries"], r["created_at"], r["unknown_since"], r["last_error"]]
+                                      for r in rows], sys.stdout.isatty()))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    click.echo(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no notices match", err=True)
+
+
+@notices.command("resend")
+@click.argument("notice_ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def notices_resend(ctx: click.Context, notice_ids: tuple[int, ...]) -> None:
+    """Publish unconfirmed notices again (their subscribers may get a second copy). Exit 1 if any was not unconfirmed."""
+    from pipeline import repository
+    from pipeline.notify import flush_outbox, open_notifier
+
+    settings = _settings(ctx)
+    try:
+        taken = [i for i in notice_ids if repository.resend_notice(settings, i)]
+        flush_outbox(settings, open_notifier(settings))
+        sent = {i for i, state in repository.notice_states(settings, taken).items() if state == "sent"}
+    except MedintakeError as exc:
+        _fail(exc)
+    for i in notice_ids:
+        click.echo(f"notice {i}: " + ("sent" if i in taken and i in sent else
+                                      "queued, not sent yet" if i in taken else "not unconfirmed: left alone"))
+    sys.exit(0 if len(taken) == len(notice_ids) else 1)
+
+
+@notices.command("confirm")
+@click.argument("notice_ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def notices_confirm(ctx: click.Context, notice_ids: tuple[int, ...]) -> None:
+    """Record unconfirmed notices as sent without sending (the subscribers did get them). Exit 1 if any was not unconfirmed."""
+    from pipeline import repository
+
+    settings = _settings(ctx)
+    try:
+        done = [i for i in notice_ids if repository.confirm_notice(settings, i)]
+    except MedintakeError as exc:
+        _fail(exc)
+    for i in notice_ids:
+        click.echo(f"notice {i}: " + ("recorded as sent" if i in done else "not unconfirmed: left alone"))
+    sys.exit(0 if len(done) == len(notice_ids) else 1)
+
+
+@main.group()
 def db() -> None:
     """Database schema commands."""
 

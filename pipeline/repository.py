@@ -270,6 +270,12 @@ def notices(settings: Settings, states: Iterable[str] = (), limit: int = 1000) -
         return list(s.scalars(q))
 
 
+def notice_states(settings: Settings, ids: Iterable[int]) -> dict[int, str]:
+    ids = list(ids)
+    with transaction(settings) as s:
+        return dict(s.execute(select(Notice.id, Notice.state).where(Notice.id.in_(ids))).tuples().all()) if ids else {}
+
+
 def count_notices(settings: Settings, state: str) -> int:
     from sqlalchemy import func
 
