@@ -39,7 +39,7 @@ class FileKind:
     """What an upload really is, from its bytes (never from its name)."""
 
     kind: str  # "pdf" | "image" | "dicom" | "document"
-    format: str  # PDF, JPEG, PNG, TIFF, WEBP, GIF, BMP, HEIF, DICOM, DOCX, ODT, RTF, TXT
+    format: str  # PDF, JPEG, PNG, TIFF, WEBP, GIF, BMP, HEIF, AVIF, JPEG2000, DICOM, DOCX, ODT, RTF, TXT
     mime: str
     extension: str  # canonical, with the dot: ".pdf", ".jpg" ...
 
@@ -53,6 +53,8 @@ _IMAGES = {
     "GIF": FileKind("image", "GIF", "image/gif", ".gif"),
     "BMP": FileKind("image", "BMP", "image/bmp", ".bmp"),
     "HEIF": FileKind("image", "HEIF", "image/heif", ".heic"),
+    "AVIF": FileKind("image", "AVIF", "image/avif", ".avif"),
+    "JPEG2000": FileKind("image", "JPEG2000", "image/jp2", ".jp2"),
 }
 DICOM = FileKind("dicom", "DICOM", "application/dicom", ".dcm")
 DOCUMENTS = {
@@ -62,7 +64,14 @@ DOCUMENTS = {
     "RTF": FileKind("document", "RTF", "application/rtf", ".rtf"),
     "TXT": FileKind("document", "TXT", "text/plain", ".txt"),
 }
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+#: AVIF stills and AVIF image sequences (``avis``, e.g. animated stickers); Pillow's own AVIF plugin
+#: reads both, every frame of a sequence.
+_AVIF_BRANDS = {b"avif", b"avis"}
+#: JPEG 2000 (scanners, PACS exports): the JP2 signature box (.jp2 and .jpf/.jpx files) or a bare
+#: codestream (.j2k/.j2c) starting with SOC + SIZ. Pillow reads both through OpenJPEG.
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"
 
 
 def sniff(head: bytes) -> FileKind | None:
@@ -77,14 +86,18 @@ def sniff(head: bytes) -> FileKind | None:
         return _IMAGES["JPEG"]
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return _IMAGES["PNG"]
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic TIFF, then BigTIFF
         return _IMAGES["TIFF"]
+    if head.startswith(_JP2_SIGNATURE) or head.startswith(_J2K_CODESTREAM):
+        return _IMAGES["JPEG2000"]
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return _IMAGES["WEBP"]
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return _IMAGES["GIF"]
     if head[:2] == b"BM" and len(head) >= 26:
         return _IMAGES["BMP"]
+    if head[4:8] == b"ftyp" and head[8:12] in _AVIF_BRANDS:
+        return _IMAGES["AVIF"]
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
         return _IMAGES["HEIF"]
     if head.startswith(b"{\\rtf"):

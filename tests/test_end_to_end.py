@@ -80,7 +80,7 @@ def test_final_state_and_reason(processed, fixture):
     assert manifest["status"] == status and manifest["reason_code"] == reason
     assert manifest["source"]["sha256"] == processed["before"][name]  # rejected ones too
     if status == "COMPLETED":
-        for key in ("text", "pages", "entities", "renditions/thumbnail", "renditions/preview", "renditions/png"):
+        for key in ("text", "pages", "entities", "renditions/thumbnail", "renditions/preview", "renditions/web"):
             assert Path(outputs[key]).is_file(), key
 
 

@@ -242,7 +242,7 @@ def test_page_image_for_the_renditions(tmp_path, settings):
     assert results["thumbnail"].height == 256 and results["thumbnail"].width < 256  # portrait page
     from PIL import Image
 
-    with Image.open(out / "renditions" / "full.png") as img:
+    with Image.open(out / "renditions" / "web.jpg") as img:
         pixels = np.asarray(img.convert("L"))
     assert pixels.min() < 60 and np.median(pixels) == 255  # black text on a white page
 

@@ -232,7 +232,8 @@ def test_inputs_really_carry_the_metadata_to_strip(name: str, tmp_path: Path) ->
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+    """The lossless set on, so that the full-size PNG shows the exact pixels each test checks."""
+    return Settings(data_dir=tmp_path / "data", renditions="lossless")
 
 
 def run(path: Path, out_dir: Path, settings: Settings) -> dict[str, RenditionResult]:
@@ -348,6 +349,29 @@ def test_every_input_gives_five_clean_renditions(name: str, tmp_path: Path, sett
             assert abs(result.width / result.height - full[0] / full[1]) < 0.02
         assert_no_metadata(path)
     assert sorted(p.name for p in (out_dir / "renditions").iterdir()) == sorted(v[0] for v in EXPECTED.values())
+
+
+@pytest.mark.parametrize("name, width", [("jpeg_icc_wide.jpg", 300), ("tiff_multipage.tiff", 240)])
+def test_default_set_is_thumbnail_preview_web(name: str, width: int, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lossless copies unless asked for: the original is kept, they would only duplicate it."""
+    monkeypatch.delenv("MEDINTAKE_RENDITIONS", raising=False)
+    src = make_input(name, tmp_path)
+    default = Settings.load(data_dir=tmp_path / "data")
+    assert default.renditions == "standard"
+    results = run(src, tmp_path / "out", default)
+    assert list(results) == ["thumbnail", "preview", "web"]
+    assert sorted(p.name for p in (tmp_path / "out" / "renditions").iterdir()) == [
+        "preview.webp", "thumbnail.jpg", "web.jpg"]
+    assert results["web"].width == width  # full size fits the 2048 box: never upscaled, never lost
+
+    monkeypatch.setenv("MEDINTAKE_RENDITIONS", "lossless")  # environment > default
+    assert list(run(src, tmp_path / "out2", Settings.load(data_dir=tmp_path / "data"))) == list(EXPECTED)
+    # argument > environment
+    assert list(run(src, tmp_path / "out3", Settings.load(data_dir=tmp_path / "data", renditions="standard"))) == [
+        "thumbnail", "preview", "web"]
+    with pytest.raises(Exception, match="renditions must be one of"):
+        Settings.load(data_dir=tmp_path / "data", renditions="all")
 
 
 # --- geometry -----------------------------------------------------------------------------------
@@ -566,14 +590,14 @@ def test_truncated_jpeg_is_corrupt(tmp_path: Path, settings: Settings, caplog: p
 def test_pixel_limit_is_enforced(tmp_path: Path) -> None:
     from pipeline.errors import DecompressionBomb
 
-    strict = Settings(data_dir=tmp_path / "data", max_image_pixels=1000)
+    strict = Settings(data_dir=tmp_path / "data", max_image_pixels=1000, renditions="lossless")
     src = make_input("jpeg_tiny.jpg", tmp_path)  # 8000 pixels > 2 x 1000
     with pytest.raises(DecompressionBomb):
         make_renditions(src, identify(src, strict), tmp_path / "out", strict)
 
 
 def test_pdf_render_respects_pixel_limit(tmp_path: Path) -> None:
-    strict = Settings(data_dir=tmp_path / "data", max_image_pixels=200_000)
+    strict = Settings(data_dir=tmp_path / "data", max_image_pixels=200_000, renditions="lossless")
     src = make_input("pdf_1page.pdf", tmp_path)
     results = {r.name: r for r in make_renditions(src, identify(src, strict), tmp_path / "out", strict)}
     assert results["png"].width * results["png"].height <= 200_000

@@ -1,4 +1,4 @@
-"""The convert job: the upload -> renditions/ (thumbnail, preview, web, png, archival) and their rows."""
+"""The convert job: the upload -> renditions/ (thumbnail, preview, web; + png, archival by setting) and their rows."""
 from __future__ import annotations
 
 import time

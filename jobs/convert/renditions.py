@@ -1,7 +1,11 @@
 """Renditions stage: the images the apps show, made from an upload (SPEC section 5.3).
 
 From one image (frame 1 of a multi-frame file, or page 1 of a PDF rendered with pypdfium2) this
-writes five files into ``out_dir/renditions/``:
+writes into ``out_dir/renditions/`` the three lossy renditions the apps show (the *standard* set,
+the default) and, with the setting ``renditions = "lossless"`` (``MEDINTAKE_RENDITIONS``), the two
+full-size lossless copies too. They are off by default because the original upload is kept
+unchanged next to them, so they only duplicate it, and they were most of the stage's CPU and of
+the stored bytes (``bench/README-archival.md`` has the figures and the PDF/A comparison):
 
 =========== ================ ====== ============================ ===================================
 name        file             format size                         why
@@ -9,8 +13,8 @@ name        file             format size                         why
 thumbnail   thumbnail.jpg    JPEG   fits 256x256                 lists and search results
 preview     preview.webp     WebP   fits 1024x1024               the in-app viewer; keeps alpha
 web         web.jpg          JPEG   fits 2048x2048               full-screen / download for the web
-png         full.png         PNG    full size, lossless          exact pixels, keeps alpha
-archival    archival.tiff    TIFF   full size, lossless LZW      long-term copy, keeps alpha
+png         full.png         PNG    full size, lossless          ``lossless`` only: exact pixels
+archival    archival.tiff    TIFF   full size, lossless LZW      ``lossless`` only: long-term copy
 =========== ================ ====== ============================ ===================================
 
 No rendition is ever upscaled: a small image keeps its own size in every output.
@@ -24,14 +28,17 @@ Pixel pipeline, decided once for all outputs (one decode, then a cascade of down
    converted, an all-opaque alpha channel is dropped, and RGB whose pixels are all exactly grey
    (most scans) is stored as ``L`` - identical pixels, a third of the work;
 4. convert colour to sRGB with LittleCMS when the file embeds an ICC profile that is not sRGB
-   (wide-gamut phone photos, Adobe RGB, CMYK press profiles); an unusable profile is ignored rather
-   than rejecting the upload;
-5. write full size (PNG, TIFF), then downscale the *previous* rendition for the next smaller one
+   (wide-gamut phone photos, Adobe RGB, CMYK press profiles) or states its colour space another
+   way (:mod:`jobs.convert.colour`: Adobe RGB given only in EXIF, HEIF nclx such as Display P3 or
+   BT.2020, a JPEG 2000 ``colr`` ICC profile); an unusable profile is ignored rather than
+   rejecting the upload;
+5. write full size (PNG, TIFF; lossless set only), then downscale the *previous* rendition for the next smaller one
    (2048 -> 1024 -> 256) with ``reducing_gap`` (integer box ``reduce`` first, then LANCZOS), so the
    full-size image is resampled once and never more than two full-size buffers exist at a time.
 
-Why no ``Image.draft``: two of the five outputs are full size, so the full-resolution decode is
-needed anyway. A second, DCT-scaled JPEG decode for the small outputs measured within noise of the
+Why no ``Image.draft``: with the lossless set two outputs are full size, so the full-resolution
+decode is needed anyway; for the standard set the largest output is 2048 px, which a 12 MP photo
+only reaches at full DCT scale, so draft would not change its decode either. A second, DCT-scaled JPEG decode for the small outputs measured within noise of the
 single decode (0.96-0.98x CPU, same peak RSS; ``bench/README-renditions.md``) while adding a second
 decode/orient/colour path, so the stage decodes once and resamples the already-smaller rendition.
 
@@ -60,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.convert.colour import stated_profile
 from jobs.convert.pixels import normalise
 from jobs.identify import DECODE_ERRORS, FileKind
 from pipeline.errors import CorruptFile, DecompressionBomb, TransientError
@@ -106,6 +114,9 @@ class RenditionSpec:
         return self.format != "JPEG"
 
 
+#: The default set; the others are written only with ``renditions = "lossless"``.
+STANDARD = ("thumbnail", "preview", "web")
+
 # Ordered largest first: each downscaled rendition is made from the one before it.
 RENDITIONS: tuple[RenditionSpec, ...] = (
     RenditionSpec(
@@ -136,11 +147,11 @@ RENDITIONS: tuple[RenditionSpec, ...] = (
 
 
 def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings) -> list[RenditionResult]:
-    """Write every rendition of ``src`` into ``out_dir/renditions/`` and describe them.
+    """Write the configured renditions of ``src`` into ``out_dir/renditions/`` and describe them.
 
     ``kind`` comes from ``detect.identify`` and the file has passed ``detect.validate``; the source
-    is only read, never modified. Returns results in the order thumbnail, preview, web, png,
-    archival (smallest first, the order apps usually want them).
+    is only read, never modified. Returns results in the order thumbnail, preview, web (then png,
+    archival with the lossless set): smallest first, the order apps usually want them.
     """
     quiet_pillow_debug_logging()
     target = out_dir / RENDITIONS_DIR
@@ -148,13 +159,20 @@ def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings
     current = load_normalised(src, kind, settings)
     full_size = current.size
     results: list[RenditionResult] = []
-    for spec in RENDITIONS:
+    for spec in selected(settings):
         # Sizes come from the full size (no rounding drift along the cascade); rebinding
         # ``current`` releases the full-size buffer once the first downscale exists.
         current = fit_within(current, full_size, spec.max_side)
         results.append(write_rendition(current, spec, target))
     log.debug("renditions written: %d", len(results))
     return list(reversed(results))
+
+
+def selected(settings: Settings) -> tuple[RenditionSpec, ...]:
+    """The specs the ``renditions`` setting asks for, largest first."""
+    if settings.renditions == "lossless":
+        return RENDITIONS
+    return tuple(spec for spec in RENDITIONS if spec.name in STANDARD)
 
 
 def quiet_pillow_debug_logging() -> None:
@@ -206,7 +224,9 @@ def decode_image(src: Path, settings: Settings) -> "PILImage.Image":
         img = open_image(src, settings)
     try:
         decode_first_frame(img, settings)
-        icc = img.info.get("icc_profile") or None
+        # The embedded ICC profile, else the colour space the file states another way (EXIF-only
+        # Adobe RGB, HEIF nclx, a JPEG 2000 colr box): read before orient() rewrites the EXIF.
+        icc = img.info.get("icc_profile") or stated_profile(img, src)
         orient(img)
         try:
             return normalise(img, icc)
