@@ -106,7 +106,13 @@ def dispatch_handler(event: dict[str, Any], context: Any = None) -> dict[str, An
 
 @_entry
 def tracker_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    from pipeline import repository
+
     status = _parts()["tracker"].handle(event)
+    # A gauge for the unconfirmed-notices alarm (pipeline/notify.py): notices whose publish
+    # outcome is unknown wait for an operator; one indexed count per invocation.
+    unconfirmed = repository.count_notices(_parts()["settings"], "unconfirmed")
+    metrics.add_metric(name="NoticesUnconfirmed", unit=MetricUnit.Count, value=unconfirmed)
     if status:
         metrics.add_metric(name=f"Documents{status.title()}", unit=MetricUnit.Count, value=1)
     return {"final_status": status}

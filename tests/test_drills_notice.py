@@ -162,7 +162,24 @@ def test_killed_before_the_request_left_is_unconfirmed_too(settings, sns):
           "notice unconfirmed (an operator resends it)")
 
 
-def test_operator_lists_resends_and_confirms_unconfirmed_notices(settings, sns, monkeypatch):
+def unconfirmed_gauge(capsys) -> float:
+    """The NoticesUnconfirmed value the tracker Lambda writes as EMF (settings from the environment)."""
+    from pipeline import aws_lambda
+
+    aws_lambda.reset()
+    capsys.readouterr()
+    try:
+        aws_lambda.tracker_handler({"source": "aws.batch", "detail-type": "Something Else", "detail": {}})
+    finally:
+        aws_lambda.reset()
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("{") and "NoticesUnconfirmed" in line:
+            value = json.loads(line)["NoticesUnconfirmed"]
+            return value[0] if isinstance(value, list) else value
+    raise AssertionError("no NoticesUnconfirmed metric written")
+
+
+def test_operator_lists_resends_and_confirms_unconfirmed_notices(settings, sns, monkeypatch, capsys):
     import cli
 
     database.upgrade(settings)
@@ -187,6 +204,8 @@ def test_operator_lists_resends_and_confirms_unconfirmed_notices(settings, sns, 
     text = runner.invoke(cli.main, ["notices", "list"], catch_exceptions=False).output
     assert "unconfirmed" in text and "2 unconfirmed" in text
 
+    assert unconfirmed_gauge(capsys) == 2  # what the alarm watches
+
     resent = runner.invoke(cli.main, ["notices", "resend", str(first.id)], catch_exceptions=False)
     assert resent.exit_code == 0, resent.output
     assert [m["notice_id"] for m in deliveries(sns, queue)] == [first.payload["notice_id"]]
@@ -194,6 +213,7 @@ def test_operator_lists_resends_and_confirms_unconfirmed_notices(settings, sns, 
     assert confirmed.exit_code == 0, confirmed.output
     assert deliveries(sns, queue) == []
     assert {n.id: n.state for n in repository.notices(settings)} == {first.id: "sent", second.id: "sent"}
+    assert unconfirmed_gauge(capsys) == 0
     again = runner.invoke(cli.main, ["notices", "resend", str(first.id)])  # only unconfirmed ones
     assert again.exit_code != 0 and deliveries(sns, queue) == []
 
