@@ -314,6 +314,13 @@ class LocalComputeEnvironment:
             _kill_group(job.proc, signal.SIGKILL)
 
     def _finish_attempt(self, job: _Job, exit_code: int) -> None:
+        # The attempt's main process is gone: what it started (a tesseract child) dies with it, as
+        # a container's processes do with its main process. The kill drill found a SIGKILLed
+        # worker's tesseract still running next to the retry. Its group only: its pid is reaped.
+        try:
+            os.killpg(job.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            pass
         started_ms = int(job.started_at or _ms())
         status_reason = TIMEOUT_REASON if job.timed_out else EXITED
         job.attempts.append(
