@@ -135,3 +135,18 @@ def test_read_ocrd_and_rendered(name: str, tmp_path: Path, settings: Settings) -
     assert np.array_equal(dark.any(axis=0).nonzero()[0][[0, -1]] // 20,
                           (np.asarray(text_mask()) > 128).any(axis=0).nonzero()[0][[0, -1]] // 20)
 
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_truncated_jpeg2000_is_corrupt_not_unsupported(cut: float, tmp_path: Path, settings: Settings) -> None:
+    """A damaged JPEG 2000 is now a JPEG 2000: ``corrupt_file``, not ``unsupported_type``, never a crash."""
+    from pipeline.errors import CorruptFile
+
+    path = encode("rgb.jp2", tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * cut)])
+    kind = identify(path, settings)
+    assert kind.format == "JPEG2000"
+    with pytest.raises(CorruptFile) as err:
+        validate(path, kind, settings)
+    assert err.value.reason_code == "corrupt_file"
