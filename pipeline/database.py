@@ -2,12 +2,16 @@
 
 SQLite is shared by the dispatcher, the tracker and several worker processes on one machine, so it
 runs in WAL mode with a busy timeout: writers queue instead of failing with "database is locked".
+A server that goes away (restart, failover, connections killed) is waited out, bounded, when a
+transaction starts; a connection lost during one is a retryable error (tests/test_drills_outage.py).
 """
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -16,6 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import ConfigError, TransientError
 from pipeline.settings import Settings
+
+log = logging.getLogger("medintake.database")
 
 _ENGINES: dict[str, Engine] = {}
 _SECRETS: dict[str, dict] = {}
@@ -129,15 +135,61 @@ def session_factory(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(get_engine(settings), expire_on_commit=False)
 
 
+# Connect-time failures that no wait will cure: wrong credentials or database name.
+_MYSQL_PERMANENT = {1044, 1045, 1049}  # access denied to database / for user, unknown database
+_POSTGRES_PERMANENT = {"28000", "28P01", "3D000"}  # invalid authorization / password, no such database
+
+
+def _permanent(exc: OperationalError) -> bool:
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_PERMANENT:
+        return True
+    if getattr(orig, "sqlstate", None) in _POSTGRES_PERMANENT:
+        return True
+    text = str(orig)
+    return "password authentication failed" in text or ("database" in text and "does not exist" in text)
+
+
+def _open(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Session:
+    """A session whose transaction has begun on a live connection, waiting out an outage.
+
+    The connection is taken before the caller's work runs (the pool pings it first and replaces a
+    dead one), so a server that is restarting or failing over (the outage drill stops MariaDB and
+    PostgreSQL mid-run) is retried here with back-off, 0.2 s doubling to 5 s, for at most
+    ``database_retry_seconds``; then a retryable TransientError (a worker's exit code says retry,
+    the tracker's event is redelivered). Nothing has been done yet, so retrying is always safe.
+    """
+    factory = session_factory(settings)
+    waited, delay = 0.0, 0.2
+    while True:
+        session = factory()
+        try:
+            session.connection()  # autobegin: BEGIN (IMMEDIATE on SQLite) on a checked-out connection
+            return session
+        except OperationalError as exc:
+            session.close()
+            if _permanent(exc) or waited + delay > settings.database_retry_seconds:
+                raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
+            log.warning("database unavailable (%s); retrying in %.1f s", type(exc.orig).__name__, delay)
+            sleep(delay)
+            waited += delay
+            delay = min(5.0, delay * 2)
+
+
 @contextmanager
 def transaction(settings: Settings) -> Iterator[Session]:
-    """A session in one transaction; database outages become retryable TransientErrors."""
-    factory = session_factory(settings)
+    """A session in one transaction, committed at the end; database outages become retryable
+    TransientErrors: waited out (bounded) before the work starts, raised if the connection is lost
+    during it (the work is rolled back; its caller's retry starts over)."""
+    session = _open(settings)
     try:
-        with factory() as session, session.begin():
-            yield session
+        yield session
+        session.commit()
     except OperationalError as exc:
         raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
+    finally:
+        session.close()  # rolls back whatever was not committed
 
 
 def alembic_config(settings: Settings):

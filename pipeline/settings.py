@@ -56,7 +56,7 @@ class Settings:
     # The shape of the compute step (docs/scale.md): array = one Batch array job per dispatcher
     # batch, each child running every stage for its slice of documents in one process (the
     # simulation's choice); per_document = three jobs per document with dependsOn (the old shape).
-    job_shape: str = "per_document"
+    job_shape: str = "array"
     array_child_documents: int = 20  # array shape: documents per child at most
     array_child_seconds: float = 60.0  # array shape: estimated seconds of work per child at most
     document_retries: int = 2  # array shape: resubmissions of a document that failed transiently
@@ -90,6 +90,9 @@ class Settings:
     # Renditions per upload: "standard" = thumbnail, preview and web image (the original is kept
     # unchanged); "lossless" adds the full-size lossless copies (jobs/convert/renditions.py).
     renditions: str = "standard"
+    # Seconds a new transaction waits, with back-off, for an unreachable database (a restart, an RDS
+    # failover) before it fails with a retryable error; 0: fail at once.
+    database_retry_seconds: float = 60.0
     log_level: str = "INFO"
 
     @classmethod
@@ -130,6 +133,8 @@ class Settings:
             raise ConfigError("submit_rate must be positive")
         if not 1 <= self.array_child_documents <= 1000 or self.array_child_seconds <= 0 or self.document_retries < 0:
             raise ConfigError("array_child_documents must be 1-1000, array_child_seconds positive, document_retries >= 0")
+        if self.database_retry_seconds < 0:
+            raise ConfigError("database_retry_seconds must not be negative")
         if self.comprehend_concurrency < 1:
             raise ConfigError("comprehend_concurrency must be at least 1")
         if self.notifier == "sns" and not self.sns_topic_arn:

@@ -67,7 +67,8 @@ def test_unpublished_notice_stays_in_the_outbox_until_sent(settings):
 def test_database_down_is_a_retryable_error(tmp_path):
     from pipeline import database
 
-    settings = Settings.load(data_dir=tmp_path, database_url="mysql+pymysql://nobody:x@127.0.0.1:9/none")
+    settings = Settings.load(data_dir=tmp_path, database_url="mysql+pymysql://nobody:x@127.0.0.1:9/none",
+                             database_retry_seconds=1)  # waited out with back-off, then given up
     with pytest.raises(TransientError) as err:
         with database.transaction(settings) as s:
             s.execute(text("SELECT 1"))
