@@ -93,6 +93,11 @@ class Settings:
     # Seconds a new transaction waits, with back-off, for an unreachable database (a restart, an RDS
     # failover) before it fails with a retryable error; 0: fail at once.
     database_retry_seconds: float = 60.0
+    # Folder store: the octal mode of result files (results/<document>/...), the files users open.
+    # "0640": the user's group may read them (their folders 0750; the data folder 0710, so the
+    # group can reach results by path but list nothing); "0600": everything owner-only (0700).
+    # Originals, the database and the notices file are always owner-only (pipeline/store.py).
+    output_mode: str = "0640"
     log_level: str = "INFO"
 
     @classmethod
