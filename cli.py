@@ -159,7 +159,7 @@ def process(ctx: click.Context, paths: tuple[Path, ...], as_json: bool, workers:
         raise click.UsageError("no files found in the given paths")
     try:
         with LocalRuntime(settings) as runtime:
-            submitted = [runtime.submit(path, display) for display, path in inputs]
+            submitted = runtime.submit_many(inputs)  # one event: one array job in the array shape
             ids = [s.document_id for s in submitted]
             _run_with_progress(runtime, ids, show=sys.stdout.isatty() and not as_json)
         docs = repository.find_documents(settings, set(ids))

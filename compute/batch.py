@@ -10,6 +10,8 @@ the dispatcher submit only to ``<prefix>-*`` definitions; ``medintake deploy`` r
 Throttling and 5xx answers are retried with back-off by botocore's standard retry mode; other
 errors surface. SubmitJob calls pass a per-process token bucket (``submit_rate``) so that the
 dispatcher's reserved concurrency times the rate stays under Batch's ~50 submissions/s/account.
+An array job (the array shape, docs/scale.md) is one SubmitJob with ``arrayProperties`` however
+many children it has.
 """
 from __future__ import annotations
 
@@ -135,6 +137,8 @@ class BatchComputeEnvironment:
             "tags": dict(submission.tags),
             "propagateTags": True,
         }
+        if submission.array_size:  # children <id>:0..n-1, each with AWS_BATCH_JOB_ARRAY_INDEX
+            kwargs["arrayProperties"] = {"size": int(submission.array_size)}
         if submission.timeout_seconds:
             kwargs["timeout"] = {"attemptDurationSeconds": max(60, int(submission.timeout_seconds))}
         self.limiter.acquire()

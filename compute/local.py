@@ -12,7 +12,13 @@ above it (dispatcher, tracker, retry rules) is exercised locally exactly as on A
   the job FAILS without retry, as on Batch;
 - vCPUs are the scheduling unit: ``workers`` slots, a job takes min(vCPUs, workers) of them;
 - every state change is emitted as an EventBridge "Batch Job State Change" event to the listeners
-  (the tracker), delivered in order and redelivered if a listener fails.
+  (the tracker), delivered in order and redelivered if a listener fails;
+- array jobs (``array_size`` 2-10,000) as Batch runs them: children ``<parent>:<index>`` run and
+  fail independently, each with AWS_BATCH_JOB_ARRAY_INDEX set and its own state events (with
+  ``arrayProperties.index``); the parent never runs, goes PENDING when a child is RUNNABLE,
+  SUCCEEDED only when every child succeeded, FAILED once all are terminal and one failed (its
+  events carry ``arrayProperties.size`` and ``statusSummary``); a job that dependsOn the parent
+  waits for all children; terminating the parent terminates its children.
 Jobs live in memory: this is the embedded default for one machine, not a cluster.
 """
 from __future__ import annotations
@@ -62,6 +68,9 @@ class _Job:
     log_path: Path | None = None
     scratch: Path | None = None
     exit_code: int | None = None
+    array_index: int | None = None  # a child of an array job
+    parent: str | None = None
+    children: list[str] = field(default_factory=list)  # an array parent (never runs itself)
 
     @property
     def slots(self) -> int:
@@ -97,10 +106,25 @@ class LocalComputeEnvironment:
         unknown = [d for d in submission.depends_on if d not in self.jobs]
         if unknown:
             raise ValueError("dependsOn names a job this environment does not know")
+        size = submission.array_size
+        if size is not None and not 2 <= size <= 10_000:
+            raise ValueError("an array job has 2 to 10,000 children")
         self.jobs[job.job_id] = job
-        self._order.append(job.job_id)
+        if size is None:
+            self._order.append(job.job_id)
+            self._emit(job)
+            self._advance_waiting(job)
+            return job.job_id
+        for index in range(size):
+            child = _Job(submission, f"{job.job_id}:{index}", array_index=index, parent=job.job_id)
+            self.jobs[child.job_id] = child
+            job.children.append(child.job_id)
+            self._order.append(child.job_id)
         self._emit(job)
-        self._advance_waiting(job)
+        for child_id in job.children:
+            self._emit(self.jobs[child_id])
+        for child_id in job.children:
+            self._advance_waiting(self.jobs[child_id])
         return job.job_id
 
     def describe(self, job_id: str) -> dict[str, Any]:
@@ -130,6 +154,14 @@ class LocalComputeEnvironment:
             "container": container,
             "tags": dict(job.sub.tags),
         }
+        if job.children:
+            summary = {k: 0 for k in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")}
+            for child_id in job.children:
+                summary[self.jobs[child_id].status] += 1
+            out["arrayProperties"] = {"size": len(job.children), "statusSummary": summary}
+            out["attempts"] = []
+        elif job.array_index is not None:
+            out["arrayProperties"] = {"index": job.array_index}
         if job.timeout:
             out["timeout"] = {"attemptDurationSeconds": job.timeout}
         if job.status_reason:
@@ -144,6 +176,10 @@ class LocalComputeEnvironment:
         """TerminateJob: stop the job whatever its state; it ends FAILED with ``reason``."""
         job = self.jobs.get(job_id)
         if job is None or job.status in TERMINAL:
+            return
+        if job.children:  # TerminateJob on a parent terminates its children
+            for child_id in job.children:
+                self.cancel(child_id, reason)
             return
         if job.proc is not None and job.proc.poll() is None:
             _kill_group(job.proc, signal.SIGKILL)
@@ -222,8 +258,27 @@ class LocalComputeEnvironment:
         if status in TERMINAL:
             job.stopped_at = _ms()
         self._emit(job)
+        if job.parent is not None:
+            self._update_parent(self.jobs[job.parent])
         if status in TERMINAL:
             self._on_terminal(job)
+
+    def _update_parent(self, parent: _Job) -> None:
+        """The parent's state from its children's, as Batch sums it up (Batch's array_jobs page: a
+        parent is SUBMITTED, PENDING once a child is RUNNABLE, then SUCCEEDED or FAILED)."""
+        states = [self.jobs[c].status for c in parent.children]
+        if parent.status in TERMINAL:
+            return
+        if all(st in TERMINAL for st in states):
+            if all(st == "SUCCEEDED" for st in states):
+                self._set(parent, "SUCCEEDED", "Array Child Job succeeded")
+            else:
+                self._set(parent, "FAILED", "Array Child Job failed")
+        elif parent.status == "SUBMITTED" and any(st not in ("SUBMITTED", "PENDING") for st in states):
+            self._set(parent, "PENDING")  # a parent is only ever SUBMITTED, PENDING, SUCCEEDED or FAILED
+        if parent.status in ("SUCCEEDED", "FAILED") and parent.started_at is None:
+            parent.started_at = min((self.jobs[c].started_at for c in parent.children
+                                     if self.jobs[c].started_at), default=None)
 
     def _advance_waiting(self, job: _Job) -> None:
         deps = [self.jobs[d] for d in job.sub.depends_on]
@@ -268,13 +323,16 @@ class LocalComputeEnvironment:
             AWS_BATCH_JQ_NAME=self.settings.job_queue,
             AWS_BATCH_CE_NAME="local",
         )
+        env.pop("AWS_BATCH_JOB_ARRAY_INDEX", None)
+        if job.array_index is not None:
+            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.array_index)
         # Scratch space per attempt, removed when the attempt ends however it ends (even SIGKILL),
         # so a copy of the upload never outlives its job.
-        job.scratch = (self.settings.data_dir / "work" / f"{job.job_id}-{attempt_no}").resolve()
+        job.scratch = (self.settings.data_dir / "work" / f"{job.job_id.replace(':', '-')}-{attempt_no}").resolve()
         job.scratch.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(job.scratch)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        job.log_path = self.log_dir / f"{job.sub.kind}-{job.job_id}-{attempt_no}.log"
+        job.log_path = self.log_dir / f"{job.sub.kind}-{job.job_id.replace(':', '-')}-{attempt_no}.log"
         cwd = str(self.settings.data_dir.resolve())
         warm = python_module_command(cmd) if self.settings.worker_start == "fork" else None
         if warm is not None:

@@ -72,6 +72,7 @@ class LocalRuntime:
         self.tracker = Tracker(settings, self.store, self.notifier)
         self.compute = LocalComputeEnvironment(settings, listeners=[self.tracker.handle, *(listeners or [])])
         self.dispatcher = Dispatcher(settings, self.compute, self.store, self.notifier)
+        self.tracker.dispatcher = self.dispatcher  # array shape: a failed document is resubmitted alone
 
     def close(self) -> None:
         self.compute.shutdown()
@@ -92,14 +93,24 @@ class LocalRuntime:
 
     def submit(self, path: Path, display: str | None = None) -> Submitted:
         """Store ``path`` as an upload and dispatch its S3 event; returns the document id."""
-        ref = self.upload(path)
-        self.dispatcher.handle_event(s3_notification(ref))
-        doc = repository.get_document(self.settings, ref.document_id)
-        if doc.status not in FINAL_STATUSES and not self._has_local_jobs(doc):
-            # Left mid-flight by an earlier process whose workers died with it: start again.
-            attempt = repository.start_new_attempt(self.settings, doc.id, force=True)
-            self.dispatcher.submit_graph(doc.id, attempt)
-        return Submitted(display or str(path), ref.document_id)
+        return self.submit_many([(display or str(path), path)])[0]
+
+    def submit_many(self, inputs: list[tuple[str, Path]]) -> list[Submitted]:
+        """Store every file and dispatch them as one event (one S3 notification of many records,
+        as an SQS batch brings them on AWS): in the array shape, one array job for all of them."""
+        refs = [self.upload(path) for _, path in inputs]
+        if refs:
+            event = {"Records": [r for ref in refs for r in s3_notification(ref)["Records"]]}
+            result = self.dispatcher.handle_event(event)
+            if result["batchItemFailures"]:
+                raise RuntimeError("the dispatcher could not take every upload")  # not expected: no ids locally
+        for ref in refs:
+            doc = repository.get_document(self.settings, ref.document_id)
+            if doc.status not in FINAL_STATUSES and not self._has_local_jobs(doc):
+                # Left mid-flight by an earlier process whose workers died with it: start again.
+                attempt = repository.start_new_attempt(self.settings, doc.id, force=True)
+                self.dispatcher.submit_graph(doc.id, attempt)
+        return [Submitted(display, ref.document_id) for (display, _), ref in zip(inputs, refs)]
 
     def reprocess(self, document_id: str) -> int:
         attempt = repository.start_new_attempt(self.settings, document_id)
@@ -109,7 +120,8 @@ class LocalRuntime:
 
     def _has_local_jobs(self, doc: Document) -> bool:
         ours = set(self.compute.jobs)
-        return any(j.id in ours for j in repository.jobs_for(self.settings, doc.id, doc.attempt))
+        # An array shape row's id is <child or plain job id>#<position>.
+        return any(j.id.split("#", 1)[0] in ours for j in repository.jobs_for(self.settings, doc.id, doc.attempt))
 
     def final(self, document_ids: list[str]) -> bool:
         docs = repository.find_documents(self.settings, set(document_ids))

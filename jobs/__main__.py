@@ -2,6 +2,8 @@
 
 0 success; 65 rejected input (never retried; the reason is saved on the job row first so the
 tracker can report it); any other code is retried by the job definition's retry strategy.
+``process --manifest KEY`` is a child of the array shape (docs/scale.md): it runs every stage for
+each document of its slice and exits 0 once the slice ran, each document's outcome on its row.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from jobs.runner import KINDS, run_job
+from jobs.runner import KINDS, run_job, run_slice
 from pipeline.errors import ExitCode, MedintakeError
 from pipeline.logs import configure_logging
 from pipeline.settings import Settings
@@ -20,17 +22,23 @@ from pipeline.settings import Settings
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs", description="Run one medintake worker job.")
-    parser.add_argument("kind", choices=sorted(KINDS))
-    parser.add_argument("--document-id", required=True)
+    parser.add_argument("kind", choices=sorted([*KINDS, "process"]))
+    parser.add_argument("--document-id")
     parser.add_argument("--attempt", type=int, default=1)
+    parser.add_argument("--manifest", help="process: the store key of the array job's manifest")
     args = parser.parse_args(argv)
+    if (args.kind == "process") != bool(args.manifest) or (args.kind != "process" and not args.document_id):
+        parser.error("process takes --manifest; the other kinds take --document-id")
     # Batch stops a job with SIGTERM (timeout, termination): unwind so scratch files are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     log = logging.getLogger("medintake.jobs")
     try:
         settings = Settings.load()
         configure_logging(settings.log_level)
-        run_job(settings, args.kind, args.document_id, args.attempt)
+        if args.kind == "process":
+            run_slice(settings, args.manifest)
+        else:
+            run_job(settings, args.kind, args.document_id, args.attempt)
         return ExitCode.OK
     except MedintakeError as exc:
         # Messages are PHI-free by construction (see pipeline.errors).

@@ -95,3 +95,90 @@ def run_job(settings: Settings, kind: str, document_id: str, attempt: int) -> di
         repository.save_job_result(settings, job_id, result=result)
     log.info("%s job done for document %s attempt %d", kind, document_id, attempt)
     return result
+
+
+# ---- the array shape: a child runs every stage for each document of its slice -----------------
+
+#: The stages of one document, in order, inside one process (entities reads extract's text.txt).
+SEQUENCE: tuple[str, ...] = ("extract", "entities", "convert")
+
+
+def run_slice(settings: Settings, manifest_key: str) -> int:
+    """Run this child's slice of ``manifest_key``: each document's stages, its outcome recorded.
+
+    A document that fails (rejected input or a transient error) is recorded FAILED on its row and
+    the next document runs: the child still exits 0, so a bad document neither fails its batch
+    mates nor burns the child's Batch retries, which stay for what kills the whole process (Spot
+    reclaim, host, out of memory, timeout). A document already settled by an earlier attempt of
+    this child (a Spot retry), or whose document has moved on to another attempt, is skipped.
+    Returns the number of documents run now.
+    """
+    import os
+
+    from pipeline import batching
+    from pipeline.errors import ConfigError
+    from pipeline.models import FINAL_STATUSES, Job
+
+    job_id = os.environ.get("AWS_BATCH_JOB_ID", "")
+    if not job_id:
+        raise ConfigError("a process child needs AWS_BATCH_JOB_ID")
+    store = open_store(settings)
+    plan = batching.parse_manifest(store.get_bytes(manifest_key))
+    if "AWS_BATCH_JOB_ARRAY_INDEX" in os.environ and ":" not in job_id:  # tolerate a bare parent id
+        job_id = f"{job_id}:{os.environ['AWS_BATCH_JOB_ARRAY_INDEX']}"
+    entries = batching.child_entries(plan, job_id)
+    if not entries:
+        raise ConfigError("the manifest has no slice for this child")
+    repository.add_unit_rows(settings, [
+        Job(id=rid, document_id=i.document_id, attempt=i.attempt, kind=batching.PROCESS_KIND,
+            name=batching.row_name(i), status="SUBMITTED", tries=0, depends_on=[]) for rid, i in entries])
+    rows = {r.id: r for r in repository.unit_rows(settings, [rid for rid, _ in entries])}
+    ran = 0
+    for rid, item in entries:
+        row = rows.get(rid)
+        if row is not None and row.status in ("SUCCEEDED", "FAILED"):
+            continue  # finished by an earlier attempt of this child
+        doc = repository.get_document(settings, item.document_id)
+        if doc.attempt != item.attempt or doc.status in FINAL_STATUSES:
+            continue
+        _run_document(settings, store, rid, item, job_id)
+        ran += 1
+    log.info("child done: %d of %d document(s) run now", ran, len(entries))
+    return ran
+
+
+def _run_document(settings: Settings, store: Store, rid: str, item: Any, job_id: str) -> None:
+    from pipeline.batching import DOCUMENT_DONE
+    from pipeline.errors import ExitCode, MedintakeError
+    from pipeline.models import utcnow
+
+    started = utcnow()
+    stages: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="medintake-") as tmp:
+            for kind in SEQUENCE:
+                work = Path(tmp) / kind
+                work.mkdir()
+                ctx = JobContext(settings, store, item.document_id, item.attempt, work)
+                stages[kind] = job_function(kind)(ctx)
+    except RejectedInput as exc:
+        repository.settle_row(settings, rid, "FAILED", int(ExitCode.REJECTED_INPUT), DOCUMENT_DONE,
+                              result={"stages": stages, "batch_job_id": job_id},
+                              reason=(exc.reason_code, exc.message), started_at=started)
+        log.info("document %s attempt %d rejected (%s)", item.document_id, item.attempt, exc.reason_code)
+        return
+    except MedintakeError as exc:
+        code = int(exc.exit_code)
+        repository.settle_row(settings, rid, "FAILED", code, f"{DOCUMENT_DONE}: {type(exc).__name__}",
+                              result={"stages": stages, "batch_job_id": job_id}, started_at=started)
+        log.warning("document %s attempt %d failed: %s [%s] exit=%d", item.document_id, item.attempt,
+                    exc.message, type(exc).__name__, code)
+        return
+    except Exception as exc:  # a bug: recorded as retryable; the message may hold PHI, so type only
+        repository.settle_row(settings, rid, "FAILED", int(ExitCode.INTERNAL), f"{DOCUMENT_DONE}: {type(exc).__name__}",
+                              result={"stages": stages, "batch_job_id": job_id}, started_at=started)
+        log.error("document %s attempt %d crashed: %s", item.document_id, item.attempt, type(exc).__name__)
+        return
+    repository.settle_row(settings, rid, "SUCCEEDED", 0, DOCUMENT_DONE,
+                          result={"stages": stages, "batch_job_id": job_id}, started_at=started)
+    log.info("document %s attempt %d done", item.document_id, item.attempt)

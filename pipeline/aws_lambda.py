@@ -67,11 +67,10 @@ def _parts() -> dict[str, Any]:
         copy_config_to_registered_loggers(source_logger=logger, include={"medintake"})
         store = open_store(settings)
         notifier = open_notifier(settings)
-        _cache.update(
-            settings=settings,
-            dispatcher=Dispatcher(settings, open_compute(settings), store, notifier),
-            tracker=Tracker(settings, store, notifier),
-        )
+        dispatcher = Dispatcher(settings, open_compute(settings), store, notifier)
+        # The tracker resubmits a document that failed inside an array child, alone (array shape).
+        _cache.update(settings=settings, dispatcher=dispatcher,
+                      tracker=Tracker(settings, store, notifier, dispatcher=dispatcher))
     return _cache
 
 
@@ -94,6 +93,15 @@ def _dispatch_record(record: Any) -> None:
 @_entry
 def dispatch_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     records = event.get("Records") if isinstance(event, dict) else None
+    parts = _parts()
+    if parts["settings"].job_shape == "array":
+        # The whole SQS batch becomes one array job (docs/scale.md); records that could not be
+        # taken are reported one by one, as the partial batch response below does.
+        result = parts["dispatcher"].handle_event(event)
+        submitted = sum(1 for r in result["results"] if r is not None and r.submitted)
+        if submitted:
+            metrics.add_metric(name="DocumentsDispatched", unit=MetricUnit.Count, value=submitted)
+        return {"batchItemFailures": result["batchItemFailures"]}
     if records and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records):
         # A whole batch failing is reported record by record too: SQS redelivers each alone.
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -33,6 +33,8 @@ class JobStateChange:
     parameters: Mapping[str, str]
     started_at: datetime | None
     stopped_at: datetime | None
+    array_index: int | None = None  # a child of an array job (its id is <parent>:<index>)
+    array_size: int | None = None  # an array parent (its state sums up its children's)
 
 
 def _ms(value: Any) -> datetime | None:
@@ -52,6 +54,7 @@ def parse_job_state_change(event: Mapping[str, Any]) -> JobStateChange | None:
     # The job's own container block holds the latest exit code; attempts hold finished ones.
     exit_code = container.get("exitCode", (last.get("container") or {}).get("exitCode"))
     reason = container.get("reason", (last.get("container") or {}).get("reason"))
+    array = d.get("arrayProperties") or {}
     return JobStateChange(
         event_id=str(event.get("id") or uuid.uuid4()),
         job_id=d["jobId"],
@@ -64,6 +67,8 @@ def parse_job_state_change(event: Mapping[str, Any]) -> JobStateChange | None:
         parameters=d.get("parameters") or {},
         started_at=_ms(d.get("startedAt")),
         stopped_at=_ms(d.get("stoppedAt")),
+        array_index=int(array["index"]) if array.get("index") is not None else None,
+        array_size=int(array["size"]) if array.get("size") is not None else None,
     )
 
 

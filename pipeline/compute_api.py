@@ -14,12 +14,15 @@ from pipeline.jobdefs import JobDefinition
 
 @dataclass(frozen=True)
 class JobSubmission:
-    name: str  # searchable: medintake-<kind>-<document_id>-a<attempt>
+    name: str  # searchable: medintake-<kind>-<document_id>-a<attempt>, or medintake-batch-<id>
     kind: str
     definition: JobDefinition
     parameters: Mapping[str, str]
     depends_on: tuple[str, ...] = ()
     timeout_seconds: int | None = None  # overrides the definition's attempt timeout
+    # An array job of this many children (2-10,000; AWS_BATCH_JOB_ARRAY_INDEX 0..n-1 in each,
+    # child ids <parent>:<index>); None for a plain job. An array of one is a plain job.
+    array_size: int | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -6,6 +6,12 @@ the document RECEIVED -> QUEUED, so two concurrent deliveries cannot both submit
 fails, the claim is undone and the error propagates, so the event is redelivered (SQS) and retried.
 Import graph: settings, events, store, database, jobdefs only; no OpenCV, Tesseract, Pillow or PDF
 engine (a test asserts this), so the Lambda cold start stays small.
+
+Two shapes (``Settings.job_shape``, docs/scale.md): ``per_document`` submits three jobs per
+document (extract, then entities and convert); ``array`` turns a whole event (an SQS batch of up
+to 10,000 messages) into ONE array job whose children each run every stage for a slice of the
+documents (pipeline/batching.py), so a burst costs one SubmitJob per batch instead of three per
+document.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import repository
+from pipeline import batching, repository
 from pipeline.compute_api import ComputeEnvironment, JobSubmission
 from pipeline.errors import RejectedInput
 from pipeline.events import UploadRef, parse_event
@@ -43,6 +49,8 @@ class Dispatcher:
 
     def handle_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Dispatch every upload in ``event``; report SQS records that failed (partial batch)."""
+        if self.settings.job_shape == "array":
+            return self._handle_batch(event)
         failures: list[dict[str, str]] = []
         results: list[DispatchResult] = []
         for record in parse_event(event):
@@ -57,8 +65,71 @@ class Dispatcher:
                 failures.append({"itemIdentifier": record.record_id})
         return {"batchItemFailures": failures, "results": results}
 
+    def _handle_batch(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The array shape: register and claim every upload of the event, then one array job.
+
+        A record whose uploads could not be registered fails alone; if the array job cannot be
+        submitted, every record that contributed a document fails (their claims are undone), so
+        SQS redelivers them and a later batch takes them.
+        """
+        failed: list[str] = []
+        results: list[DispatchResult] = []
+        contributed: dict[str, list[str]] = {}  # document id -> record ids
+        items: dict[str, batching.Item] = {}
+        records = list(parse_event(event))
+        refs: list[tuple[Any, UploadRef]] = []
+        for record in records:
+            if record.error:
+                if record.record_id is None:
+                    raise ValueError(record.error)
+                failed.append(record.record_id)
+                continue
+            refs.extend((record, ref) for ref in record.uploads if self._ours(ref))
+        try:
+            registered = repository.register_documents(self.settings, [ref for _, ref in refs])
+        except Exception as exc:
+            if any(r.record_id is None for r in records):
+                raise
+            log.warning("batch registration failed (%s); every record reported for redelivery", type(exc).__name__)
+            return {"batchItemFailures": [{"itemIdentifier": r.record_id} for r in records], "results": []}
+        for (record, ref), (doc, created) in zip(refs, registered):
+            if doc.status != "RECEIVED":
+                results.append(DispatchResult(doc.id, created, False, doc.status))
+                continue
+            try:
+                safe_relative_path(ref.key)
+            except RejectedInput as exc:
+                self._reject_unsubmitted(doc.id, doc.attempt, exc)
+                results.append(DispatchResult(doc.id, created, False, "REJECTED"))
+                continue
+            contributed.setdefault(doc.id, []).append(record.record_id)
+            items[doc.id] = batching.Item(doc.id, doc.attempt, 1, batching.estimate_seconds(doc.size or ref.size))
+        won = repository.claim_many(self.settings, {i.document_id: i.attempt for i in items.values()},
+                                    "RECEIVED", "QUEUED")
+        mine = [i for i in items.values() if i.document_id in won]
+        if mine:
+            try:
+                self.submit_items(mine)
+            except Exception as exc:
+                repository.claim_many(self.settings, {i.document_id: i.attempt for i in mine}, "QUEUED", "RECEIVED")
+                ids = [rid for i in mine for rid in contributed[i.document_id]]
+                if any(rid is None for rid in ids):
+                    raise
+                log.warning("array job not submitted (%s); %d records reported for redelivery",
+                            type(exc).__name__, len(set(ids)))
+                failed.extend(ids)
+                mine = []
+        for item in items.values():
+            submitted = item in mine
+            results.append(DispatchResult(item.document_id, True, submitted, "QUEUED" if submitted else "RECEIVED"))
+        unique_failed = list(dict.fromkeys(failed))
+        return {"batchItemFailures": [{"itemIdentifier": r} for r in unique_failed], "results": results}
+
+    def _ours(self, ref: UploadRef) -> bool:
+        return ref.key.startswith(self.settings.uploads_prefix) and ref.bucket == self.store.bucket
+
     def dispatch(self, ref: UploadRef) -> DispatchResult | None:
-        if not ref.key.startswith(self.settings.uploads_prefix) or ref.bucket != self.store.bucket:
+        if not self._ours(ref):
             return None  # our own results, or another bucket's objects: never processed
         doc, created = repository.register_document(self.settings, ref)
         if doc.status != "RECEIVED":
@@ -82,6 +153,14 @@ class Dispatcher:
         """
         if not repository.claim(self.settings, doc_id, attempt, "RECEIVED", "QUEUED"):
             return False
+        if self.settings.job_shape == "array":  # an array of one: a plain job running every stage
+            try:
+                doc = repository.get_document(self.settings, doc_id)
+                self.submit_items([batching.Item(doc_id, attempt, 1, batching.estimate_seconds(doc.size))])
+            except BaseException:
+                repository.claim(self.settings, doc_id, attempt, "QUEUED", "RECEIVED")
+                raise
+            return True
         existing = {j.name: j for j in repository.jobs_for(self.settings, doc_id, attempt)}
         ids: dict[str, str] = {}
         submitted: list[str] = []
@@ -112,6 +191,43 @@ class Dispatcher:
             raise
         log.info("document %s attempt %d queued (%d jobs, %d submitted now)", doc_id, attempt, len(ids), len(submitted))
         return True
+
+    def submit_items(self, items: list[batching.Item]) -> str:
+        """One job for these claimed document attempts: an array job, or a plain job for one slice.
+
+        The manifest (slices of document id, attempt, try) is written before SubmitJob so that a
+        child, the tracker or a redelivery can always read its assignment; the rows are inserted
+        after, and created from the manifest by whoever needs them first if this insert is late
+        or fails. Returns the job id.
+        """
+        s = self.settings
+        plan = batching.slices(items, s.array_child_documents, s.array_child_seconds)
+        batch_id = batching.new_batch_id()
+        key = batching.manifest_key(s.results_prefix, batch_id)
+        self.store.put_bytes(key, batching.manifest_body(batch_id, plan), "application/json")
+        definitions = load_job_definitions(s.job_definitions_dir)
+        sub = JobSubmission(
+            name=batching.job_name(batch_id, plan),
+            kind=batching.PROCESS_KIND,
+            definition=definitions[batching.PROCESS_KIND],
+            parameters=batching.plan_parameters(key, plan),
+            array_size=len(plan) if len(plan) > 1 else None,
+            tags={"app": "medintake", "job-kind": batching.PROCESS_KIND},
+        )
+        job_id = self.compute.submit(sub)
+        rows = []
+        for index, child in enumerate(plan):
+            unit = f"{job_id}:{index}" if sub.array_size else job_id
+            for pos, item in enumerate(child):
+                rows.append(Job(id=batching.row_id(unit, pos), document_id=item.document_id, attempt=item.attempt,
+                                kind=batching.PROCESS_KIND, name=batching.row_name(item), status="SUBMITTED",
+                                tries=0, depends_on=[]))
+        try:
+            repository.add_unit_rows(s, rows)
+        except Exception as exc:  # the manifest has it all: the tracker and the worker create them
+            log.warning("rows of a submitted job not written (%s); left to the manifest", type(exc).__name__)
+        log.info("%d document(s) queued in one job of %d child(ren)", len(items), len(plan))
+        return job_id
 
     def _undo(self, doc_id: str, attempt: int, job_ids: list[str]) -> None:
         """Terminate what was submitted, retire what was terminated, then give the claim back."""

@@ -478,3 +478,165 @@ def restore_attempt(settings: Settings, doc_id: str, new_attempt: int, previous:
                     reason_message=previous.reason_message, updated_at=previous.updated_at)
         )
         return result.rowcount == 1
+
+
+# ---- the array shape (pipeline/batching.py): bulk registration and one jobs row per document of a child ----
+
+def register_documents(settings: Settings, refs: list[UploadRef]) -> list[tuple[Document, bool]]:
+    """``register_document`` for a whole dispatcher batch in two transactions (a 10,000-message
+    SQS batch must not cost 10,000 commits); falls back to one by one if a concurrent dispatcher
+    inserted some of them in between."""
+    ids = list(dict.fromkeys(r.document_id for r in refs))
+    existing: dict[str, Document] = {}
+    with transaction(settings) as s:
+        for chunk in _chunks(ids, 500):
+            existing.update({d.id: d for d in s.scalars(select(Document).where(Document.id.in_(chunk)))})
+    new: dict[str, Document] = {}
+    for ref in refs:
+        if ref.document_id in existing or ref.document_id in new:
+            continue
+        new[ref.document_id] = Document(
+            id=ref.document_id, bucket=ref.bucket, object_key=ref.key, version_id=ref.version_id,
+            etag=(ref.etag or "").strip('"') or None, size=ref.size, status="RECEIVED", attempt=1,
+        )
+    try:
+        if new:
+            with transaction(settings) as s:
+                s.add_all(list(new.values()))
+    except IntegrityError:
+        return [register_document(settings, ref) for ref in refs]
+    seen: set[str] = set()
+    out = []
+    for ref in refs:
+        doc_id = ref.document_id
+        created = doc_id in new and doc_id not in seen
+        seen.add(doc_id)
+        out.append((new.get(doc_id) or existing[doc_id], created))
+    return out
+
+
+def claim_many(settings: Settings, attempts: dict[str, int], from_status: str, to_status: str) -> set[str]:
+    """``claim`` for many documents at once; returns the ids this caller moved.
+
+    The rows are read with FOR UPDATE (SQLite: the transaction is BEGIN IMMEDIATE), so two
+    dispatchers given the same documents cannot both win one.
+    """
+    won: set[str] = set()
+    with transaction(settings) as s:
+        for chunk in _chunks(list(attempts), 500):
+            rows = s.execute(
+                select(Document.id, Document.attempt)
+                .where(Document.id.in_(chunk), Document.status == from_status)
+                .with_for_update()
+            ).all()
+            mine = [doc_id for doc_id, attempt in rows if attempts[doc_id] == attempt]
+            if mine:
+                s.execute(update(Document).where(Document.id.in_(mine), Document.status == from_status)
+                          .values(status=to_status, updated_at=utcnow()))
+            won.update(mine)
+    return won
+
+
+def add_unit_rows(settings: Settings, rows: list[Job]) -> None:
+    """Insert the per-document rows of array children; rows that already exist are kept."""
+    if not rows:
+        return
+    try:
+        with transaction(settings) as s:
+            s.add_all(rows)
+        return
+    except IntegrityError:
+        pass
+    for row in rows:  # some were created first from the manifest (tracker or worker)
+        try:
+            with transaction(settings) as s:
+                s.add(Job(id=row.id, document_id=row.document_id, attempt=row.attempt, kind=row.kind,
+                          name=row.name, status=row.status, tries=row.tries, depends_on=list(row.depends_on or [])))
+        except IntegrityError:
+            continue
+
+
+def unit_rows(settings: Settings, row_ids: list[str]) -> list[Job]:
+    """The rows of a child's documents (by primary key), in slice order."""
+    if not row_ids:
+        return []
+    with transaction(settings) as s:
+        found = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(row_ids)))}
+    return [found[r] for r in row_ids if r in found]
+
+
+def settle_row(
+    settings: Settings, row_id: str, status: str, exit_code: int, status_reason: str,
+    result: dict[str, Any] | None = None, reason: tuple[str, str] | None = None, started_at: Any = None,
+) -> bool:
+    """A worker records one document's outcome, once: only a row not yet terminal is settled."""
+    values: dict[str, Any] = {"status": status, "exit_code": exit_code, "status_reason": status_reason[:512],
+                              "stopped_at": utcnow(), "updated_at": utcnow()}
+    if started_at is not None:
+        values["started_at"] = started_at
+    if result is not None:
+        values["result"] = result
+    if reason is not None:
+        values["reason_code"], values["reason_message"] = reason[0], reason[1][:512]
+    with transaction(settings) as s:
+        res = s.execute(update(Job).where(Job.id == row_id, Job.status.not_in(("SUCCEEDED", "FAILED")))
+                        .values(**values))
+        return res.rowcount == 1
+
+
+def advance_rows(settings: Settings, row_ids: list[str], change: Any) -> None:
+    """A child's non-terminal state change, onto its documents' rows that are not settled."""
+    from pipeline.batch_events import status_rank
+
+    with transaction(settings) as s:
+        for job in s.scalars(select(Job).where(Job.id.in_(row_ids)).with_for_update()):
+            if job.status in ("SUCCEEDED", "FAILED"):
+                continue
+            if (change.tries, status_rank(change.status)) >= (job.tries, status_rank(job.status)):
+                job.status = change.status
+                job.tries = change.tries
+                job.started_at = change.started_at or job.started_at
+
+
+def fail_unsettled(settings: Settings, row_ids: list[str], change: Any) -> None:
+    """The child ended: documents it did not settle failed with it (to be retried alone)."""
+    with transaction(settings) as s:
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(row_ids), Job.status.not_in(("SUCCEEDED", "FAILED")))
+            .values(status="FAILED", tries=change.tries,
+                    exit_code=change.exit_code if change.status == "FAILED" else None,
+                    status_reason=(change.status_reason or "The child ended without finishing the document")[:512],
+                    started_at=change.started_at, stopped_at=change.stopped_at or utcnow(), updated_at=utcnow())
+        )
+
+
+def mark_resubmitted(settings: Settings, row_id: str, undo: bool = False) -> bool:
+    """Claim a transiently failed row's resubmission (once), or give the claim back."""
+    from pipeline.batching import RETRIED
+
+    with transaction(settings) as s:
+        if undo:
+            res = s.execute(update(Job).where(Job.id == row_id, Job.reason_code == RETRIED).values(reason_code=None))
+        else:
+            res = s.execute(update(Job).where(Job.id == row_id, Job.status == "FAILED", Job.reason_code.is_(None))
+                            .values(reason_code=RETRIED))
+        return res.rowcount == 1
+
+
+def record_event_once(settings: Settings, change: Any, document_id: str | None = None) -> bool:
+    """Keep one state change of a job that has no row of its own (an array parent, a child):
+    False if this event id was recorded before."""
+    try:
+        with transaction(settings) as s:
+            s.add(JobEvent(event_id=change.event_id, job_id=change.job_id, document_id=document_id,
+                           status=change.status, tries=change.tries, exit_code=change.exit_code,
+                           status_reason=(change.status_reason or "")[:512] or None))
+        return True
+    except IntegrityError:
+        return False
+
+
+def _chunks(values: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(values), n):
+        yield values[i:i + n]

@@ -5,6 +5,15 @@ here), records each once, and when every job of a document attempt is terminal d
 FAILED or REJECTED, writes the manifest and sends exactly one notice. Failures that never reach
 our code (a killed worker, a timeout, a host lost) are visible only here, which is why the
 decision lives here and not in the workers. Light module: runs in a small Lambda on AWS.
+
+The array shape (docs/scale.md): a child ``<parent>:<index>`` (or a plain ``process`` job) runs a
+slice of documents and records each one's outcome on the document's own row. Its events move
+those rows; its terminal event (SUCCEEDED, or FAILED once Batch gave up on it) decides each of its
+documents, so the notice comes from the child that finished the document, once: finalize() is
+conditional, a rerun child skips settled documents, and the parent's events (which only sum up
+the children) are recorded and change nothing. A document the child could not finish (a
+transient error, or the child itself died for good) is resubmitted alone as the attempt's next
+try, up to ``document_retries`` times; a rejected document is REJECTED at once.
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline import repository
+from pipeline import batching, repository
 from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, parse_job_state_change
 from pipeline.errors import ExitCode
 from pipeline.jobdefs import GRAPH
@@ -47,17 +56,64 @@ def decide(jobs: list[Job]) -> tuple[str, tuple[str, str] | None] | None:
     return "COMPLETED", None
 
 
+def _try_no(job: Job) -> int:
+    tail = job.name.rpartition("-t")[2]
+    return int(tail) if tail.isdigit() else 1
+
+
+def decide_rows(rows: list[Job], retries: int) -> tuple[str, tuple[str, str] | None] | None:
+    """The array shape's decision for one document attempt from its rows (one per try).
+
+    ("RETRY", None) when the latest try failed transiently and tries remain; None while a try
+    runs or a resubmission is under way.
+    """
+    latest = max(rows, key=lambda j: (_try_no(j), j.created_at or 0))
+    if latest.status not in TERMINAL:
+        return None
+    if latest.status == "SUCCEEDED":
+        return "COMPLETED", None
+    if latest.exit_code == ExitCode.REJECTED_INPUT:
+        return "REJECTED", (latest.reason_code or "rejected_input", latest.reason_message or "The upload was rejected.")
+    if latest.reason_code == batching.RETRIED:
+        return None
+    if _try_no(latest) <= retries:
+        return "RETRY", None
+    if latest.status_reason == TIMEOUT_REASON:
+        return "FAILED", ("job_timeout", "The process job exceeded its time limit.")
+    return "FAILED", ("job_failed", f"The document failed in {_try_no(latest)} tries (last exit code {latest.exit_code}).")
+
+
+def stage_views(jobs: list[Job]) -> list[Job]:
+    """Per-stage views of the array shape's latest row, so manifests read as with three jobs."""
+    process = [j for j in jobs if j.kind == batching.PROCESS_KIND]
+    if not process:
+        return jobs
+    latest = max(process, key=lambda j: (_try_no(j), j.created_at or 0))
+    views = [j for j in jobs if j.kind != batching.PROCESS_KIND]
+    for kind, result in ((latest.result or {}).get("stages") or {}).items():
+        views.append(Job(id=latest.id, document_id=latest.document_id, attempt=latest.attempt, kind=kind,
+                         name=latest.name, status="SUCCEEDED", tries=_try_no(latest), exit_code=0,
+                         result=result, started_at=latest.started_at, stopped_at=latest.stopped_at))
+    return views
+
+
 class Tracker:
-    def __init__(self, settings: Settings, store: Store, notifier: Notifier) -> None:
+    def __init__(self, settings: Settings, store: Store, notifier: Notifier, dispatcher: Any = None) -> None:
         self.settings = settings
         self.store = store
         self.notifier = notifier
+        self.dispatcher = dispatcher  # array shape: resubmits a failed document alone
 
     def handle(self, event: dict[str, Any]) -> str | None:
         """Apply one job state change; returns the document's final status if this decided it."""
         change = parse_job_state_change(event)
         if change is None:
             return None
+        if change.array_size is not None:  # an array parent: its state only sums up its children's
+            repository.record_event_once(self.settings, change)
+            return None
+        if (change.parameters or {}).get("manifest"):
+            return self._handle_unit(change)
         job = repository.record_job_event(self.settings, change)
         status = self._apply(job, change.status) if job is not None else None
         if change.status in TERMINAL:
@@ -75,10 +131,73 @@ class Tracker:
             return None
         return self.evaluate(doc)
 
+    def _handle_unit(self, change: Any) -> str | None:
+        """A state change of an array child or a plain process job: its documents' rows."""
+        repository.record_event_once(self.settings, change)
+        rows = repository.unit_rows(self.settings, batching.candidate_row_ids(change.job_id, change.parameters))
+        if not rows and change.status in ("STARTING", "RUNNING", *TERMINAL):
+            rows = self._rows_from_manifest(change)
+        if not rows:
+            return None
+        ids = [r.id for r in rows]
+        if change.status not in TERMINAL:
+            repository.advance_rows(self.settings, ids, change)
+            if change.status in ("STARTING", "RUNNING"):
+                repository.claim_many(self.settings, {r.document_id: r.attempt for r in rows}, "QUEUED", "PROCESSING")
+            return None
+        repository.fail_unsettled(self.settings, ids, change)
+        decided = None
+        docs = repository.find_documents(self.settings, {r.document_id for r in rows})
+        for row in rows:
+            doc = docs.get(row.document_id)
+            if doc is not None and doc.attempt == row.attempt:
+                decided = self.evaluate(doc) or decided
+        flush_outbox(self.settings, self.notifier)
+        return decided
+
+    def _rows_from_manifest(self, change: Any) -> list[Job]:
+        """The child's rows when its event overtook the dispatcher's insert: from the manifest."""
+        try:
+            plan = batching.parse_manifest(self.store.get_bytes(change.parameters["manifest"]))
+        except (KeyError, ValueError, TypeError):
+            return []
+        entries = batching.child_entries(plan, change.job_id)
+        known = repository.find_documents(self.settings, {i.document_id for _, i in entries})
+        repository.add_unit_rows(self.settings, [
+            Job(id=rid, document_id=i.document_id, attempt=i.attempt, kind=batching.PROCESS_KIND,
+                name=batching.row_name(i), status="SUBMITTED", tries=0, depends_on=[])
+            for rid, i in entries if i.document_id in known])
+        return repository.unit_rows(self.settings, [rid for rid, _ in entries])
+
+    def _resubmit(self, doc: Document, rows: list[Job]) -> str | None:
+        """The failed document alone, as the attempt's next try (once, whoever else sees the event)."""
+        latest = max(rows, key=lambda j: (_try_no(j), j.created_at or 0))
+        if self.dispatcher is None:
+            return self.finish(doc, "FAILED", ("job_failed", "The document failed and could not be resubmitted."),
+                               stage_views(rows))
+        if not repository.mark_resubmitted(self.settings, latest.id):
+            return None
+        try:
+            self.dispatcher.submit_items([batching.Item(doc.id, doc.attempt, _try_no(latest) + 1,
+                                                        batching.estimate_seconds(doc.size))])
+        except BaseException:
+            repository.mark_resubmitted(self.settings, latest.id, undo=True)
+            raise
+        log.info("document %s attempt %d resubmitted alone (try %d)", doc.id, doc.attempt, _try_no(latest) + 1)
+        return None
+
     def evaluate(self, doc: Document) -> str | None:
         if doc.status in FINAL_STATUSES:
             return None  # a late or repeated event after the decision: nothing to redo
         jobs = repository.jobs_for(self.settings, doc.id, doc.attempt)
+        rows = [j for j in jobs if j.kind == batching.PROCESS_KIND]
+        if rows:
+            verdict = decide_rows(rows, self.settings.document_retries)
+            if verdict is None:
+                return None
+            if verdict[0] == "RETRY":
+                return self._resubmit(doc, rows)
+            return self.finish(doc, verdict[0], verdict[1], stage_views(jobs))
         decision = decide(jobs)
         if decision is None:
             return None

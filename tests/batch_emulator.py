@@ -9,6 +9,13 @@ MEDINTAKE_* settings), applies the definition's ``retryStrategy`` to failed atte
 as a lost Spot host or an out-of-memory kill are injected per attempt, since nothing real can
 produce them here), and delivers each state change, shaped as EventBridge delivers it, to a
 listener: the tracker Lambda's handler.
+
+Array jobs (``arrayProperties.size``): moto creates the children ``<parent>:<index>`` (same name,
+definition and parameters; it runs none of them). The emulator runs each child as above with
+AWS_BATCH_JOB_ARRAY_INDEX set, its events carrying ``arrayProperties.index``, and emits the
+parent's own events as Batch does: SUBMITTED, PENDING once a child is RUNNABLE, then SUCCEEDED if
+every child succeeded or FAILED once all are terminal and one failed (with ``arrayProperties``
+size and statusSummary).
 """
 from __future__ import annotations
 
@@ -28,6 +35,9 @@ FAULTS = {
     "host_terminated": (None, None, "Host EC2 (instance i-0123456789abcdef0) terminated."),
     "oom": (137, "OutOfMemoryError: Container killed due to memory usage", EXITED),
     "timeout": (None, None, TIMEOUT_REASON),
+    # The command runs to its end, then the attempt is reported lost (a Spot reclaim just before
+    # the container's exit was recorded): Batch retries it and the rerun sees finished work.
+    "spot_after_run": (None, None, "Your Spot Task was interrupted."),
 }
 
 
@@ -72,11 +82,14 @@ class BatchEmulator:
         return [values[t[5:]] if t.startswith("Ref::") else t for t in definition["containerProperties"]["command"]]
 
     # ---- running ------------------------------------------------------------------------------
-    def run_command(self, job_id: str, command: list[str], environment: dict[str, str], attempt: int) -> int:
+    def run_command(self, job_id: str, command: list[str], environment: dict[str, str], attempt: int,
+                    array_index: int | None = None) -> int:
         """``python -m MODULE ARGS`` in this process, as the container would run it."""
         assert command[:2] in (["python", "-m"], ["python3", "-m"]), command
         self.commands_run.append(command)
         env = {**environment, "AWS_BATCH_JOB_ID": job_id, "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
+        if array_index is not None:
+            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(array_index)
         with container_environment(env, self.workdir):
             sys.argv[:] = [command[2], *command[3:]]
             try:
@@ -85,15 +98,55 @@ class BatchEmulator:
                 return int(exc.code or 0) if not isinstance(exc.code, str) else 1
         return 0
 
-    def run(self, job_id: str, faults: list[str] | None = None) -> dict[str, Any]:
-        """Take the job from SUBMITTED to SUCCEEDED or FAILED, emitting every state change."""
+    def _emit(self, state: dict[str, Any]) -> None:
+        self.listener(job_state_change_event(state, region=self.region, account=self.account))
+
+    def run(self, job_id: str, faults: list[str] | dict[int, list[str]] | None = None) -> dict[str, Any]:
+        """Take the job from SUBMITTED to SUCCEEDED or FAILED, emitting every state change.
+
+        For an array parent, ``faults`` maps a child's index to its faults.
+        """
         job = self.describe(job_id)
+        size = (job.get("arrayProperties") or {}).get("size")
+        if size:
+            return self.run_array(job, int(size), faults if isinstance(faults, dict) else {})
+        return self._run_one(job_id, job, list(faults or []))
+
+    def run_array(self, parent: dict[str, Any], size: int, faults: dict[int, list[str]]) -> dict[str, Any]:
+        """Every child in index order, and the parent's own events around them."""
+        base = {k: parent[k] for k in ("jobId", "jobName", "jobQueue", "jobDefinition", "parameters", "dependsOn",
+                                       "createdAt") if k in parent}
+        states = ["SUBMITTED"] * size
+
+        def parent_state(status: str) -> dict[str, Any]:
+            summary = {k: states.count(k) for k in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING",
+                                                    "SUCCEEDED", "FAILED")}
+            return {**base, "status": status, "attempts": [], "arrayProperties": {"size": size, "statusSummary": summary}}
+
+        self._emit(parent_state("SUBMITTED"))
+        for index in range(size):
+            states[index] = "RUNNABLE"
+            if index == 0:
+                self._emit(parent_state("PENDING"))
+            child_id = f"{parent['jobId']}:{index}"
+            final = self._run_one(child_id, self.describe(child_id), list(faults.get(index, [])), index)
+            states[index] = final["status"]
+        status = "SUCCEEDED" if all(st == "SUCCEEDED" for st in states) else "FAILED"
+        final = {**parent_state(status), "statusReason": f"Array Child Job {status.lower()}",
+                 "stoppedAt": int(time.time() * 1000)}
+        self._emit(final)
+        self.finished[parent["jobId"]] = final
+        return final
+
+    def _run_one(self, job_id: str, job: dict[str, Any], faults: list[str], array_index: int | None = None,
+                 ) -> dict[str, Any]:
         definition = self.definition(job["jobDefinition"])
-        faults = list(faults or [])
-        emit = lambda state: self.listener(job_state_change_event(state, region=self.region, account=self.account))  # noqa: E731
+        emit = self._emit
         base = {k: job[k] for k in ("jobId", "jobName", "jobQueue", "jobDefinition", "parameters", "dependsOn",
                                     "createdAt") if k in job}
         base["jobDefinition"] = definition["jobDefinitionArn"]
+        if array_index is not None:
+            base["arrayProperties"] = {"index": array_index}
         deps = [d["jobId"] for d in job.get("dependsOn", [])]
         if any(self.finished.get(d, {}).get("status") == "FAILED" for d in deps):
             final = {**base, "status": "FAILED", "statusReason": DEPENDENCY_REASON, "attempts": []}
@@ -113,9 +166,11 @@ class BatchEmulator:
             emit({**base, "status": "RUNNING", "attempts": list(attempts), "startedAt": int(time.time() * 1000)})
             fault = faults.pop(0) if faults else None
             if fault is None:
-                code = self.run_command(job_id, self.command(job, definition), env, len(attempts) + 1)
+                code = self.run_command(job_id, self.command(job, definition), env, len(attempts) + 1, array_index)
                 exit_code, reason, status_reason = code, None, EXITED
             else:
+                if fault == "spot_after_run":
+                    self.run_command(job_id, self.command(job, definition), env, len(attempts) + 1, array_index)
                 exit_code, reason, status_reason = FAULTS[fault]
             container = {k: v for k, v in (("exitCode", exit_code), ("reason", reason)) if v is not None}
             attempts.append({"container": container, "statusReason": status_reason,

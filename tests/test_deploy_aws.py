@@ -92,8 +92,11 @@ def stack(tmp_path_factory):
             {"username": u.username, "password": u.password, "host": u.host, "port": u.port, "dbname": u.database}))
         import cli
 
+        # The three-jobs-per-document shape, which these tests follow job by job; the array shape
+        # (the template's default) has its own test below, with the function's setting switched.
         args = ["deploy", "--region", REGION, "--env", ENV, "--worker-image", IMAGE, "--cost-centre", "cc-42",
-                "--endpoint-url", url, "--migrate-with", "direct", "--no-lambda-dependencies", "--json"]
+                "--endpoint-url", url, "--migrate-with", "direct", "--no-lambda-dependencies", "--json",
+                "--parameter", "JobShape=per_document"]
         result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         deployed = json.loads(result.stdout)[0]
@@ -271,7 +274,7 @@ def test_deploy_creates_the_stack_registers_definitions_and_migrates(stack):
     # Job definitions: hash-named under the environment's prefix, for the stack's image and roles.
     defs = {d["jobDefinitionName"]: d for d in batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]}
     kinds = sorted(n.rsplit("-", 1)[0] for n in defs)
-    assert kinds == [f"medintake-{ENV}-{k}" for k in ("convert", "entities", "extract", "migrate")]
+    assert kinds == [f"medintake-{ENV}-{k}" for k in ("convert", "entities", "extract", "migrate", "process")]
     for d in defs.values():
         props = d["containerProperties"]
         assert props["image"] == IMAGE and d["platformCapabilities"] == ["FARGATE"]

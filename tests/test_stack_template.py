@@ -91,7 +91,7 @@ MOTO_IGNORED_PROPERTIES: dict[str, str] = {
 CONTRACT_PARAMETERS = {
     "Environment", "CostCentre", "WorkerImage", "CodeBucket", "CodeKey", "EntitiesBackend",
     "ComprehendOperations", "AlarmEmail", "MaxVcpus", "DatabaseInstanceClass", "UploadMaxBytes",
-    "DispatcherConcurrency", "SubmitRatePerSecond",
+    "DispatcherConcurrency", "SubmitRatePerSecond", "JobShape", "DispatcherBatchSize", "DispatcherBatchWindow",
 }
 CONTRACT_OUTPUTS = {
     "UploadApiUrl", "UploadsBucketName", "UploadEventsQueueUrl", "JobQueueArn", "NoticesTopicArn",
@@ -106,7 +106,7 @@ CONTRACT_ENVIRONMENT = {
     "MEDINTAKE_AWS_REGION", "MEDINTAKE_DATABASE_URL", "MEDINTAKE_DATABASE_SECRET",
     "MEDINTAKE_ENTITIES_BACKEND", "MEDINTAKE_COMPREHEND_OPERATIONS", "MEDINTAKE_SUBMIT_RATE",
     "MEDINTAKE_UPLOAD_MAX_BYTES", "MEDINTAKE_LOG_LEVEL", "POWERTOOLS_SERVICE_NAME",
-    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_METRICS_NAMESPACE", "MEDINTAKE_JOB_SHAPE",
 }
 HANDLERS = {
     "DispatcherFunction": "pipeline.aws_lambda.dispatch_handler",
@@ -408,6 +408,12 @@ def test_queues_are_encrypted_and_dead_lettered(template):
     for dlq in ("UploadEventsDeadLetterQueue", "TrackerDeadLetterQueue"):
         assert queues[dlq]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
     mapping = template["Resources"]["DispatcherEventSource"]["Properties"]
+    # The array shape (docs/scale.md): one array job per batch of up to DispatcherBatchSize events.
+    assert mapping["BatchSize"] == {"Ref": "DispatcherBatchSize"}
+    assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "DispatcherBatchWindow"}
+    params = template["Parameters"]
+    assert params["JobShape"]["Default"] == "array" and params["DispatcherBatchSize"]["MaxValue"] == 10000
+    assert params["DispatcherBatchWindow"]["MaxValue"] == 300
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["UploadEventsQueue", "Arn"]}
     assert mapping["FunctionName"] == {"Ref": "DispatcherFunction"}
