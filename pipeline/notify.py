@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -75,7 +76,8 @@ class FileNotifier:
 
     def publish(self, payload: dict[str, Any]) -> None:
         line = json.dumps({**payload, "attributes": attributes(payload)}, sort_keys=True) + "\n"
-        with self.path.open("a", encoding="utf-8") as fh:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # owner-only, whatever the umask
+        with open(fd, "a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.write(line)
             fh.flush()

@@ -57,14 +57,55 @@ class Store(Protocol):
     def local_path(self, key: str) -> Path | None: ...
 
 
-class FolderStore:
-    """A bucket as a folder: ``<root>/<bucket>/<key>``. ETag is the MD5 of the content, as S3's."""
+def output_mode(settings: Settings) -> int:
+    """The configured mode of result files: owner read-write, group read at most."""
+    try:
+        mode = int(settings.output_mode, 8)
+    except ValueError:
+        raise ConfigError("output_mode must be an octal mode such as 0640 or 0600") from None
+    if mode & ~0o660 or not mode & 0o600 == 0o600:
+        raise ConfigError("output_mode must give the owner read-write and nobody else write or any access "
+                          "beyond group read (0600, 0640 or 0660)")
+    return mode
 
-    def __init__(self, root: Path, bucket: str) -> None:
+
+def _dir_mode(file_mode: int) -> int:
+    """A folder's mode for files of ``file_mode``: read -> read + traverse, for owner and group."""
+    return 0o700 | (0o050 if file_mode & 0o040 else 0)
+
+
+def protect_data_dir(settings: Settings) -> None:
+    """The data folder is owner-only; with group-readable results, the group may traverse it (0710)
+    to reach them by path, never list it. Only bits are taken away from a folder that exists."""
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    allowed = 0o710 if output_mode(settings) & 0o040 else 0o700
+    current = data.stat().st_mode & 0o777
+    if current & ~allowed:
+        os.chmod(data, current & allowed)
+
+
+class FolderStore:
+    """A bucket as a folder: ``<root>/<bucket>/<key>``. ETag is the MD5 of the content, as S3's.
+
+    Keys map to paths byte for byte, as S3 keys are: NFC and NFD spellings of one name are two
+    objects, a look-alike of '/' or '.' (U+2215, U+FF0E) is an ordinary character of one segment.
+    Modes are set explicitly (not left to the umask): originals and everything else 0600 in 0700
+    folders; result files ``file_mode`` (settings.output_mode) in folders that let the same
+    readers in; folders above them on the way from the store root traverse-only for those readers.
+    """
+
+    def __init__(self, root: Path, bucket: str, results_prefix: str = "results/", file_mode: int = 0o600) -> None:
         safe_relative_path(bucket)
         self.bucket = bucket
+        self.results_prefix = results_prefix
+        self.file_mode = file_mode
         self.root = (Path(root) / bucket).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        traverse = 0o710 if file_mode & 0o040 else 0o700
+        for folder in (self.root.parent, self.root):
+            if not folder.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                os.chmod(folder, traverse)
 
     def _path(self, key: str) -> Path:
         path = self.root.joinpath(*safe_relative_path(key).parts)
@@ -73,15 +114,36 @@ class FolderStore:
             raise UnsafeKey("the object key resolves outside the bucket")
         return path
 
+    def _modes(self, key: str) -> tuple[int, int]:
+        """(file mode, folder mode) for a key: results as configured, everything else owner-only."""
+        if key.startswith(self.results_prefix):
+            return self.file_mode, _dir_mode(self.file_mode)
+        return 0o600, 0o700
+
+    def _make_parent(self, key: str, path: Path) -> None:
+        _, dmode = self._modes(key)
+        missing = []
+        folder = path.parent
+        while not folder.exists() and folder != self.root:
+            missing.append(folder)
+            folder = folder.parent
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in missing:
+            try:
+                os.chmod(folder, dmode)
+            except FileNotFoundError:  # removed meanwhile by a concurrent delete_prefix
+                pass
+
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(key, path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
+            os.fchmod(fd, self._modes(key)[0])
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
@@ -92,11 +154,12 @@ class FolderStore:
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> ObjectInfo:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(key, dest)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         os.close(fd)
         try:
-            shutil.copyfile(path, tmp)
+            shutil.copyfile(path, tmp)  # keeps the temp file's 0600
+            os.chmod(tmp, self._modes(key)[0])
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -246,4 +309,7 @@ class S3Store:
 def open_store(settings: Settings) -> Store:
     if settings.store_backend == "s3":
         return S3Store(settings)
-    return FolderStore(settings.effective_store_root, settings.bucket)
+    mode = output_mode(settings)
+    if settings.effective_store_root.is_relative_to(settings.data_dir.resolve()):
+        protect_data_dir(settings)
+    return FolderStore(settings.effective_store_root, settings.bucket, settings.results_prefix, mode)
