@@ -256,7 +256,9 @@ def _one(settings: Settings, dispatcher: Any, cand: Candidate, limiter: Any) -> 
         # Terminate the old attempt's unfinished jobs first: if one cannot be terminated it may
         # still run, so the document is not restarted (that would run its work twice).
         reason = f"medintake reprocess: replaced by attempt {cand.next_attempt}"
-        for job_id in cand.open_jobs:
+        # Array shape: a row is <child or plain job id>#<position>; the job to stop is the child.
+        # Its batch mates are not lost: the child ends FAILED and the tracker resubmits them alone.
+        for job_id in dict.fromkeys(j.split("#", 1)[0] for j in cand.open_jobs):
             if limiter is not None:
                 limiter.acquire()
             try:

@@ -352,3 +352,40 @@ def test_a_10000_document_burst_stays_under_the_submission_rate(tmp_path):
         assert 5 * settings.submit_rate < 50
     queued = repository.find_documents(settings, [r.document_id for r in refs])
     assert len(queued) == 10_000 and {d.status for d in queued.values()} == {"QUEUED"}
+
+
+# ---- the CLI on the default shape ------------------------------------------------------------------
+
+def test_cli_process_reprocess_and_watch_in_the_default_array_shape(tmp_path, monkeypatch):
+    import shutil
+
+    from click.testing import CliRunner
+
+    import cli
+
+    monkeypatch.delenv("MEDINTAKE_JOB_SHAPE")  # the default, not the old shape the other tests pin
+    assert Settings.load().job_shape == "array"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("digital_referral.pdf", "corrupt.pdf"):
+        shutil.copy(FILES / name, inbox / name)
+    data = str(tmp_path / "d")
+    run = lambda *a: CliRunner().invoke(cli.main, ["--data-dir", data, *a], catch_exceptions=False)  # noqa: E731
+    result = run("process", "--json", str(inbox))
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["input"].rsplit("/", 1)[-1], r["status"]) for r in rows] == [
+        ("corrupt.pdf", "REJECTED"), ("digital_referral.pdf", "COMPLETED")]
+    settings = Settings.load(data_dir=Path(data))
+    units = {j.id.split(":")[0].split("#")[0] for r in rows for j in repository.jobs_for(settings, r["document_id"], 1)}
+    assert len(units) == 1  # both files in one job (an array of one child here: a plain job)
+    again = run("reprocess", "--json", rows[1]["document_id"])
+    assert again.exit_code == 0, again.output
+    doc = repository.get_document(settings, rows[1]["document_id"])
+    assert (doc.attempt, doc.status) == (2, "COMPLETED")
+    assert [j.kind for j in repository.jobs_for(settings, doc.id, 2)] == ["process"]
+    watched = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path / "w"), "watch", "--once", str(inbox)],
+                                 catch_exceptions=False)
+    assert sorted(json.loads(line)["status"] for line in watched.stdout.splitlines() if line.startswith("{")) == [
+        "COMPLETED", "REJECTED"]
+    notices = read_notices(Settings.load(data_dir=tmp_path / "w"))
+    assert len(notices) == 2
