@@ -104,7 +104,9 @@ def _make_engine(url: str) -> Engine:
             # Owner-only whatever the umask (it holds object keys and entity text: PHI); SQLite
             # gives its -wal and -shm files the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        engine = create_engine(url, connect_args={"timeout": 60})
+        # hide_parameters: SQLAlchemy's error messages (and SQL logs) otherwise carry the bound
+        # values, e.g. an object key with a patient's name, into a Lambda's logged traceback.
+        engine = create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -125,7 +127,7 @@ def _make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_recycle=300)
+    return create_engine(url, pool_pre_ping=True, pool_recycle=300, hide_parameters=True)
 
 
 def dispose_engines() -> None:
