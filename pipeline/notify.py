@@ -244,6 +244,5 @@ def flush_outbox(settings: Settings, notifier: Notifier, lease_seconds: float = 
 def _settle_by_looking(settings: Settings, look, lease_seconds: float) -> None:
     """A notifier that can look settles unknown outcomes: sent if the notice is there, else pending."""
     repository.expire_notice_leases(settings, lease_seconds, resend_window=1e9)
-    for notice in repository.notices(settings, ["pending"]):
-        if notice.unknown_since is not None:
-            repository.settle_notice(settings, notice.id, bool(look(notice.payload)))
+    for notice in repository.notices_with_unknown_outcome(settings):
+        repository.settle_notice(settings, notice.id, bool(look(notice.payload)))

@@ -276,6 +276,12 @@ def notice_states(settings: Settings, ids: Iterable[int]) -> dict[int, str]:
         return dict(s.execute(select(Notice.id, Notice.state).where(Notice.id.in_(ids))).tuples().all()) if ids else {}
 
 
+def notices_with_unknown_outcome(settings: Settings) -> list[Notice]:
+    """Pending notices whose earlier publish had an unknown outcome (for a notifier that can look)."""
+    with transaction(settings) as s:
+        return list(s.scalars(select(Notice).where(Notice.state == "pending", Notice.unknown_since.is_not(None))))
+
+
 def count_notices(settings: Settings, state: str) -> int:
     from sqlalchemy import func
 

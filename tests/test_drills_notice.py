@@ -239,3 +239,45 @@ def test_killed_after_publish_on_a_fifo_topic_is_resent_once_inside_the_window(s
     assert [m["notice_id"] for m in deliveries(sns, queue)] == [outside.payload["notice_id"]]
     print("\n[drill double-notice FIFO] killed after publish: re-sent automatically inside the window, "
           "1 delivery (deduplicated); first try 5 min old: unconfirmed, 1 delivery")
+
+
+FILE_CHILD = r"""
+import sys, time
+from pipeline.settings import Settings
+from pipeline import notify
+settings = Settings.load()
+notifier = notify.FileNotifier(settings.effective_notices_path)
+real = notifier.publish
+def publish(payload):
+    if sys.argv[1] == "after":
+        real(payload)
+    sys.stdout.write("at-kill-point\n"); sys.stdout.flush()
+    time.sleep(120)
+notifier.publish = publish
+notify.flush_outbox(settings, notifier)
+"""
+
+
+@pytest.mark.parametrize("kill_point", ["before", "after"])
+def test_killed_inside_a_file_publish_is_settled_by_looking(settings, kill_point):
+    """The local notices file can be read: an unknown outcome there is settled, never parked."""
+    from conftest import read_notices
+
+    from pipeline.notify import FileNotifier
+
+    database.upgrade(settings)
+    notice = final_notice(settings, "uploads/local.pdf")
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", FILE_CHILD, kill_point], stdout=subprocess.PIPE, env=env, cwd=REPO)
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    assert ready and proc.stdout.readline().strip() == b"at-kill-point"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert row(settings, notice.id).state == "publishing"
+    time.sleep(0.6)
+    sent = flush_outbox(settings, FileNotifier(settings.effective_notices_path), lease_seconds=0.5)
+    assert row(settings, notice.id).state == "sent"
+    assert [n["notice_id"] for n in read_notices(settings)] == [notice.payload["notice_id"]]
+    assert sent == (1 if kill_point == "before" else 0)
+    print(f"\n[drill double-notice file, killed {kill_point} the write] settled by reading the file: 1 line, "
+          f"{'sent now' if sent else 'found there, not written again'}")
