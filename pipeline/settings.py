@@ -60,6 +60,12 @@ class Settings:
     array_child_documents: int = 20  # array shape: documents per child at most
     array_child_seconds: float = 60.0  # array shape: estimated seconds of work per child at most
     document_retries: int = 2  # array shape: resubmissions of a document that failed transiently
+    # Design E (docs/scale.md): documents of up to lambda_max_seconds of estimated work go to the
+    # processing Lambda's SQS queue while it holds fewer than processing_queue_limit messages;
+    # the rest, and every retry, go to Batch as array jobs. Off without processing_queue_url.
+    processing_queue_url: str = ""
+    lambda_max_seconds: float = 30.0
+    processing_queue_limit: int = 200  # 2 x the processing Lambda's reserved concurrency
     workers: int = 0  # local compute: worker processes; 0 = number of CPUs
     worker_start: str = "fork"  # local compute: fork attempts from a warm server | exec a new python
     notifier: str = "file"  # file | sns
@@ -140,6 +146,8 @@ class Settings:
             raise ConfigError("array_child_documents must be 1-1000, array_child_seconds positive, document_retries >= 0")
         if self.database_retry_seconds < 0:
             raise ConfigError("database_retry_seconds must not be negative")
+        if self.lambda_max_seconds < 0 or self.processing_queue_limit < 0:
+            raise ConfigError("lambda_max_seconds and processing_queue_limit must not be negative")
         if self.comprehend_concurrency < 1:
             raise ConfigError("comprehend_concurrency must be at least 1")
         if self.notifier == "sns" and not self.sns_topic_arn:
