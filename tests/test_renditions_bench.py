@@ -77,7 +77,7 @@ def test_quick_run_measures_every_present_tool_on_the_same_outputs(bench, tmp_pa
     assert header in table
     for prefix in ("| sideways.jpg | default |", "| fax.tif | full |"):
         rows = [line for line in table.splitlines() if line.startswith(prefix)]
-        assert len(rows) == len(tools) and all(line.count("|") == 12 for line in rows)
+        assert len(rows) == len(tools) and all(line.count("|") == 13 for line in rows)
     assert "| start-up (no work) | " + " | ".join(tools) + " |" in table
     # Every tool's web.jpg is upright: the block stored top-left is shown top-right.
     from PIL import Image
