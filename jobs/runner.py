@@ -141,13 +141,13 @@ def run_slice(settings: Settings, manifest_key: str) -> int:
         doc = repository.get_document(settings, item.document_id)
         if doc.attempt != item.attempt or doc.status in FINAL_STATUSES:
             continue
-        _run_document(settings, store, rid, item, job_id)
+        run_document(settings, store, rid, item, job_id)
         ran += 1
     log.info("child done: %d of %d document(s) run now", ran, len(entries))
     return ran
 
 
-def _run_document(settings: Settings, store: Store, rid: str, item: Any, job_id: str) -> None:
+def run_document(settings: Settings, store: Store, rid: str, item: Any, job_id: str) -> None:
     from pipeline.batching import DOCUMENT_DONE
     from pipeline.errors import ExitCode, MedintakeError
     from pipeline.models import utcnow

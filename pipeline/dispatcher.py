@@ -46,6 +46,7 @@ class Dispatcher:
         self.compute = compute
         self.store = store
         self.notifier = notifier
+        self._processing_queue: Any = None  # design E: the processing Lambda's queue, made on first use
 
     def handle_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Dispatch every upload in ``event``; report SQS records that failed (partial batch)."""
@@ -107,6 +108,8 @@ class Dispatcher:
         won = repository.claim_many(self.settings, {i.document_id: i.attempt for i in items.values()},
                                     "RECEIVED", "QUEUED")
         mine = [i for i in items.values() if i.document_id in won]
+        to_lambda = self._to_processing_lambda(mine)
+        mine = [i for i in mine if i.document_id not in to_lambda]
         if mine:
             try:
                 self.submit_items(mine)
@@ -120,7 +123,7 @@ class Dispatcher:
                 failed.extend(ids)
                 mine = []
         for item in items.values():
-            submitted = item in mine
+            submitted = item in mine or item.document_id in to_lambda
             results.append(DispatchResult(item.document_id, True, submitted, "QUEUED" if submitted else "RECEIVED"))
         unique_failed = list(dict.fromkeys(failed))
         return {"batchItemFailures": [{"itemIdentifier": r} for r in unique_failed], "results": results}
@@ -191,6 +194,36 @@ class Dispatcher:
             raise
         log.info("document %s attempt %d queued (%d jobs, %d submitted now)", doc_id, attempt, len(ids), len(submitted))
         return True
+
+    def _to_processing_lambda(self, items: list[batching.Item]) -> set[str]:
+        """Design E: send small documents to the processing Lambda while its queue is short.
+
+        Returns the ids sent; the others (too large, over the queue's limit, or a send that failed)
+        stay for the array job. The rows are written after the send: the function creates its row
+        itself if it starts first.
+        """
+        from pipeline import processing
+
+        if not processing.enabled(self.settings) or not items:
+            return set()
+        small = [i for i in items if i.seconds <= self.settings.lambda_max_seconds]
+        if not small:
+            return set()
+        queue = self._processing_queue or processing.ProcessingQueue(self.settings)
+        self._processing_queue = queue
+        take = small[:queue.free_slots()]
+        entries = [(processing.lambda_row_id(), i) for i in take]
+        sent = queue.send(entries)
+        rows = [Job(id=rid, document_id=i.document_id, attempt=i.attempt, kind=batching.PROCESS_KIND,
+                    name=batching.row_name(i), status="SUBMITTED", tries=0, depends_on=[])
+                for rid, i in entries if rid in sent]
+        try:
+            repository.add_unit_rows(self.settings, rows)
+        except Exception as exc:  # the function writes its row itself
+            log.warning("rows of documents sent to the processing Lambda not written (%s)", type(exc).__name__)
+        if rows:
+            log.info("%d small document(s) sent to the processing Lambda", len(rows))
+        return {r.document_id for r in rows}
 
     def submit_items(self, items: list[batching.Item]) -> str:
         """One job for these claimed document attempts: an array job, or a plain job for one slice.

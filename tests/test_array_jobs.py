@@ -389,3 +389,73 @@ def test_cli_process_reprocess_and_watch_in_the_default_array_shape(tmp_path, mo
         "COMPLETED", "REJECTED"]
     notices = read_notices(Settings.load(data_dir=tmp_path / "w"))
     assert len(notices) == 2
+
+
+# ---- design E: small uploads on the processing Lambda while its queue is short ---------------------
+
+@pytest.fixture
+def processing_queue(aws, monkeypatch):
+    from jobs import lambda_handler
+
+    url = aws["sqs"].create_queue(QueueName="medintake-processing")["QueueUrl"]
+    monkeypatch.setenv("MEDINTAKE_PROCESSING_QUEUE_URL", url)
+    monkeypatch.setenv("MEDINTAKE_LAMBDA_MAX_SECONDS", "2.05")  # the two 2 KB PDFs, not the 57 KB scan
+    monkeypatch.setenv("MEDINTAKE_PROCESSING_QUEUE_LIMIT", "1")
+    aws_lambda.reset()
+    lambda_handler.reset()
+    yield url
+    lambda_handler.reset()
+
+
+def lambda_messages(aws, url: str) -> list[dict]:
+    got = aws["sqs"].receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])
+    return got.get("Messages", [])
+
+
+def as_mapping_event(messages: list[dict]) -> dict:
+    return {"Records": [{"messageId": m["MessageId"], "body": m["Body"], "attributes": m["Attributes"],
+                         "eventSource": "aws:sqs"} for m in messages]}
+
+
+def test_small_uploads_run_on_the_processing_lambda_and_the_rest_as_an_array_job(aws, processing_queue):
+    from batch_emulator import BatchEmulator
+
+    from jobs import lambda_handler
+
+    refs = [put_upload(aws, "digital_referral.pdf", "uploads/a/small.pdf"),
+            put_upload(aws, "corrupt.pdf", "uploads/b/small-too.pdf"),
+            put_upload(aws, "scanned_discharge.pdf", "uploads/c/large.pdf")]
+    assert aws_lambda.dispatch_handler(sqs_batch(refs)) == {"batchItemFailures": []}
+    # The queue's limit (1) took the first small document; the second overflowed to Batch with the large one.
+    (message,) = lambda_messages(aws, processing_queue)
+    assert json.loads(message["Body"])["document_id"] == refs[0].document_id
+    batch_job = only_parent(aws)
+    assert lambda_handler.handler(as_mapping_event([message])) == {"batchItemFailures": []}
+    settings = aws["settings"]
+    assert repository.get_document(settings, refs[0].document_id).status == "COMPLETED"
+    (row,) = repository.jobs_for(settings, refs[0].document_id, 1)
+    assert row.id.startswith("lambda-") and row.status == "SUCCEEDED"
+    BatchEmulator(aws["batch"], aws_lambda.tracker_handler, aws["workdir"], REGION).run(batch_job["jobId"])
+    docs = repository.find_documents(settings, [r.document_id for r in refs])
+    assert [docs[r.document_id].status for r in refs] == ["COMPLETED", "REJECTED", "COMPLETED"]
+    assert sorted(n["notice_id"] for n in sns_notices(aws)) == sorted(f"{r.document_id}:1" for r in refs)
+
+
+def test_a_document_the_lambda_could_not_finish_falls_back_to_batch_alone(aws, processing_queue):
+    from batch_emulator import BatchEmulator
+
+    from jobs import lambda_handler
+
+    ref = put_upload(aws, "digital_referral.pdf", "uploads/a/killed.pdf")
+    assert aws_lambda.dispatch_handler(sqs_batch([ref])) == {"batchItemFailures": []}
+    (message,) = lambda_messages(aws, processing_queue)
+    # The first invocation was killed (timeout, memory): SQS delivers the message a second time.
+    message["Attributes"]["ApproximateReceiveCount"] = "2"
+    assert lambda_handler.handler(as_mapping_event([message])) == {"batchItemFailures": []}
+    settings = aws["settings"]
+    first, retry = repository.jobs_for(settings, ref.document_id, 1)
+    assert (first.status, first.reason_code) == ("FAILED", batching.RETRIED) and retry.name.endswith("-t2")
+    job_id = retry.id.split("#")[0]
+    assert BatchEmulator(aws["batch"], aws_lambda.tracker_handler, aws["workdir"], REGION).run(job_id)["status"] == "SUCCEEDED"
+    assert repository.get_document(settings, ref.document_id).status == "COMPLETED"
+    assert [n["notice_id"] for n in sns_notices(aws)] == [f"{ref.document_id}:1"]
