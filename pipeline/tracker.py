@@ -116,6 +116,12 @@ class Tracker:
             return self._handle_unit(change)
         job = repository.record_job_event(self.settings, change)
         status = self._apply(job, change.status) if job is not None else None
+        if job is None and change.status in TERMINAL:
+            # A redelivered terminal event: its first delivery may have died after recording it
+            # (database lost mid-way: the outage drill), before deciding. Decide again (idempotent).
+            known = repository.get_job(self.settings, change.job_id)
+            if known is not None and known.status in TERMINAL:
+                status = self._apply(known, known.status)
         if change.status in TERMINAL:
             # Also on a duplicate: a redelivery after a failed publish must get the notice out.
             flush_outbox(self.settings, self.notifier)
