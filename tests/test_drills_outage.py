@@ -162,3 +162,44 @@ def test_database_stopped_mid_run_and_connections_dropped(server, tmp_path):
           f"not re-sent); "
           f"{figures['retried_jobs']} job(s) retried (attempt exit codes {figures['exit_codes']}); "
           f"a server left down: TransientError after {gave_up:.1f} s (bound 2 s)")
+
+
+def test_redelivered_terminal_event_decides_when_its_first_delivery_died_after_recording(settings, monkeypatch):
+    """Found by this drill: the tracker records a state change, then loses the database before
+    deciding; the event comes again (local redelivery, EventBridge retry) and is a duplicate. It
+    must still decide the document, or the document waits forever."""
+    from compute.local import LocalComputeEnvironment
+    from conftest import read_notices
+    from pipeline.batch_events import job_state_change_event
+    from pipeline.dispatcher import Dispatcher
+    from pipeline.events import UploadRef, s3_notification
+    from pipeline.notify import open_notifier
+    from pipeline.store import open_store
+    from pipeline.tracker import Tracker
+
+    database.upgrade(settings)
+    store, notifier = open_store(settings), open_notifier(settings)
+    compute = LocalComputeEnvironment(settings, listeners=[])
+    key = f"{settings.uploads_prefix}drill/one.pdf"
+    store.put_bytes(key, b"%PDF-1.4\n% outage drill\n", "application/pdf")
+    ref = UploadRef(store.bucket, key, None, "etag-outage", 24)
+    Dispatcher(settings, compute, store, notifier).handle_event(s3_notification(ref))
+    tracker = Tracker(settings, store, notifier)
+    events = [job_state_change_event({**compute.describe(j.id), "status": "SUCCEEDED",
+                                      "attempts": [{"container": {"exitCode": 0}}]})
+              for j in repository.jobs_for(settings, ref.document_id, 1)]
+    for event in events[:-1]:
+        tracker.handle(event)
+    real_apply = Tracker._apply
+
+    def database_lost(self, job, status):  # the connection dies after the change was recorded
+        raise TransientError("database unavailable (OperationalError)")
+
+    monkeypatch.setattr(Tracker, "_apply", database_lost)
+    with pytest.raises(TransientError):
+        tracker.handle(events[-1])
+    monkeypatch.setattr(Tracker, "_apply", real_apply)
+    assert repository.get_document(settings, ref.document_id).status not in ("COMPLETED",)
+    assert tracker.handle(events[-1]) == "COMPLETED"  # the redelivery, a duplicate, decides
+    assert tracker.handle(events[-1]) is None  # and a third delivery decides nothing twice
+    assert [n["document_id"] for n in read_notices(settings)] == [ref.document_id]
