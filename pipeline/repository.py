@@ -369,30 +369,35 @@ def expire_notice_leases(settings: Settings, lease_seconds: float, resend_window
 
     Each becomes pending with ``unknown_since`` set (re-sent only inside the dedup window) or
     unconfirmed; pending rows whose window has closed become unconfirmed too. Returns the ids of
-    rows made unconfirmed now.
+    rows made unconfirmed now. Runs on every flush, so it looks first with a plain read (no locks:
+    a range locked FOR UPDATE deadlocked concurrent trackers on MariaDB) and writes only by id,
+    re-checking the condition, when there is something to change.
     """
     from datetime import timedelta
 
+    from sqlalchemy import func
+
     now = utcnow()
-    parked: list[int] = []
+    stale_cond = (Notice.state == "publishing", Notice.claimed_at < now - timedelta(seconds=lease_seconds))
+    closed_cond = (Notice.state == "pending", Notice.unknown_since.is_not(None),
+                   Notice.unknown_since <= now - timedelta(seconds=resend_window))
     with transaction(settings) as s:
-        stale = s.scalars(
-            select(Notice).where(Notice.state == "publishing",
-                                 Notice.claimed_at < now - timedelta(seconds=lease_seconds)).with_for_update()
-        ).all()
-        for n in stale:
-            n.unknown_since = n.unknown_since or n.claimed_at
-            n.claimed_at = None
-            n.last_error = "publisher lost inside the call"
-            n.state = "pending"
-        s.flush()
-        closed = s.scalars(
-            select(Notice).where(Notice.state == "pending", Notice.unknown_since.is_not(None),
-                                 Notice.unknown_since <= now - timedelta(seconds=resend_window)).with_for_update()
-        ).all()
-        for n in closed:
-            n.state = "unconfirmed"
-            parked.append(n.id)
+        stale = list(s.scalars(select(Notice.id).where(*stale_cond)))
+    if stale:
+        with transaction(settings) as s:
+            s.execute(update(Notice).where(Notice.id.in_(stale), *stale_cond)
+                      # claimed_at is left as it is: MySQL applies SET assignments left to right, in
+                      # column order, so clearing it here would make the COALESCE read NULL.
+                      .values(unknown_since=func.coalesce(Notice.unknown_since, Notice.claimed_at),
+                              last_error="publisher lost inside the call", state="pending"))
+    with transaction(settings) as s:
+        closed = list(s.scalars(select(Notice.id).where(*closed_cond)))
+    parked: list[int] = []
+    for notice_id in closed:
+        with transaction(settings) as s:
+            if s.execute(update(Notice).where(Notice.id == notice_id, *closed_cond)
+                         .values(state="unconfirmed")).rowcount == 1:
+                parked.append(notice_id)
     return parked
 
 
