@@ -16,11 +16,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import re
 from pathlib import Path
 
 import boto3
-import pytest
 from click.testing import CliRunner
 from conftest import FILES
 from sqlalchemy import MetaData, select
