@@ -92,6 +92,7 @@ CONTRACT_PARAMETERS = {
     "Environment", "CostCentre", "WorkerImage", "CodeBucket", "CodeKey", "EntitiesBackend",
     "ComprehendOperations", "AlarmEmail", "MaxVcpus", "DatabaseInstanceClass", "UploadMaxBytes",
     "DispatcherConcurrency", "SubmitRatePerSecond", "JobShape", "DispatcherBatchSize", "DispatcherBatchWindow",
+    "ProcessingLambdaConcurrency",
 }
 CONTRACT_OUTPUTS = {
     "UploadApiUrl", "UploadsBucketName", "UploadEventsQueueUrl", "JobQueueArn", "NoticesTopicArn",
@@ -289,6 +290,15 @@ def test_parameters_and_outputs_are_the_contract(template):
 
 def test_lambdas_run_the_contract_handlers_with_the_contract_environment(template):
     functions = resources_of(template, "AWS::Lambda::Function")
+    # The processing Lambda (design E, docs/scale.md) is the worker image, run through awslambdaric.
+    image = functions.pop("ProcessingFunction")
+    assert image["Condition"] == "HasProcessingLambda" and image["Properties"]["PackageType"] == "Image"
+    assert image["Properties"]["Code"] == {"ImageUri": {"Ref": "WorkerImage"}}
+    assert image["Properties"]["ImageConfig"] == {"EntryPoint": ["python", "-m", "awslambdaric"],
+                                                  "Command": ["jobs.lambda_handler.handler"]}
+    assert image["Properties"]["ReservedConcurrentExecutions"] == {"Ref": "ProcessingLambdaConcurrency"}
+    assert template["Parameters"]["ProcessingLambdaConcurrency"]["Default"] == 0
+    assert set(image["Properties"]["Environment"]["Variables"]) == CONTRACT_ENVIRONMENT
     assert {name: f["Properties"]["Handler"] for name, f in functions.items()} == HANDLERS
     for name, fn in functions.items():
         props = fn["Properties"]
@@ -297,6 +307,9 @@ def test_lambdas_run_the_contract_handlers_with_the_contract_environment(templat
         assert props["TracingConfig"] == {"Mode": "Active"}, name
         assert text(props["FunctionName"]).startswith("medintake-${Environment}-"), name
         env = props["Environment"]["Variables"]
+        if name == "DispatcherFunction":  # where small uploads go (design E), when that Lambda exists
+            assert env.pop("MEDINTAKE_PROCESSING_QUEUE_URL") == {
+                "Fn::If": ["HasProcessingLambda", {"Ref": "ProcessingQueue"}, ""]}
         assert set(env) == CONTRACT_ENVIRONMENT, name
         assert env["MEDINTAKE_STORE_BACKEND"] == "s3"
         assert env["MEDINTAKE_COMPUTE_BACKEND"] == "batch"
@@ -769,6 +782,8 @@ def test_stack_creates_in_moto(entities_backend):
         for key in ("DispatcherFunctionName", "TrackerFunctionName", "UploadApiFunctionName"):
             config = lam.get_function_configuration(FunctionName=outputs[key])
             env = config["Environment"]["Variables"]
+            if key == "DispatcherFunctionName":  # no processing Lambda by default: every upload to Batch
+                assert env.pop("MEDINTAKE_PROCESSING_QUEUE_URL") == ""
             assert set(env) == CONTRACT_ENVIRONMENT
             for name, value in env.items():
                 assert str(value).strip() and "${" not in str(value) and str(value) != "None", (name, value)
