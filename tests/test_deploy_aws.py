@@ -382,6 +382,38 @@ def test_out_of_memory_or_timeout_ends_failed_with_one_notice(stack, fault, reas
     assert notice["message"]["status"] == "FAILED" and notice["message"]["reason_code"] == reason_code
 
 
+def test_the_array_shape_through_the_deployed_stack(stack):
+    """The template's default shape (JobShape=array), switched on in the functions' environment:
+    one SQS batch -> one array job of the process definition -> children emulated (one loses its
+    Spot host and is retried) -> one notice per document."""
+    import copy
+
+    saved = copy.deepcopy(stack["functions"])
+    for key in ("DispatcherFunctionName", "TrackerFunctionName"):
+        stack["functions"][key]["Environment"]["Variables"].update(
+            {"MEDINTAKE_JOB_SHAPE": "array", "MEDINTAKE_ARRAY_CHILD_DOCUMENTS": "1"})
+    try:
+        upload_as(stack, "user-owner-1", FILES / "digital_referral.pdf", "Jane Doe array.pdf", "application/pdf")
+        upload_as(stack, "user-owner-1", FILES / "corrupt.pdf", "Müller array.pdf", "application/pdf")
+        messages = receive_upload_events(stack)
+        assert len(messages) == 2 and dispatch(stack, messages) == {"batchItemFailures": []}
+        parents = stack["clients"]["batch"].list_jobs(
+            jobQueue=stack["outputs"]["JobQueueArn"], filters=[{"name": "JOB_NAME", "values": ["medintake-batch-*"]}])
+        (parent,) = [j for j in parents["jobSummaryList"] if ":" not in j["jobId"]]
+        described = stack["clients"]["batch"].describe_jobs(jobs=[parent["jobId"]])["jobs"][0]
+        assert described["arrayProperties"]["size"] == 2
+        assert described["jobDefinition"].split("/")[-1].startswith(f"medintake-{ENV}-process-")
+        final = emulator(stack).run(parent["jobId"], faults={1: ["host_terminated"]})
+        assert final["status"] == "SUCCEEDED"
+        got = notices(stack)
+        assert sorted(n["message"]["status"] for n in got) == ["COMPLETED", "REJECTED"]
+        assert len({n["message"]["notice_id"] for n in got}) == 2
+        assert not any(p in n["raw"] for n in got for p in PHI)
+    finally:
+        stack["functions"].clear()
+        stack["functions"].update(saved)
+
+
 @contextmanager
 def batch_refuses_submissions_of(kind: str):
     """SubmitJob answers as Batch does for a definition it no longer has (400 ClientException).

@@ -60,7 +60,8 @@ def processed(tmp_path_factory):
     shutil.copy(FILES / "digital_referral.pdf", referral)
     shutil.copy(FILES / "corrupt.pdf", corrupt)
     shutil.copy(FILES / "screenshot_labs.png", labs)
-    settings = Settings.load(data_dir=root / "data", workers=2)
+    # Module scope runs before conftest's per-test pin: the shape these views follow, chosen here.
+    settings = Settings.load(data_dir=root / "data", workers=2, job_shape="per_document")
     with LocalRuntime(settings) as runtime:
         completed = runtime.submit(referral).document_id
         rejected = runtime.submit(corrupt).document_id

@@ -80,7 +80,9 @@ def processed(tmp_path_factory):
     """Three real uploads run end to end once: one completed, two rejected (exit 65)."""
     from compute.runtime import LocalRuntime
 
-    settings = Settings.load(data_dir=tmp_path_factory.mktemp("processed") / "data", workers=2)
+    # Module scope runs before conftest's per-test pin of the shape these views count jobs by.
+    settings = Settings.load(data_dir=tmp_path_factory.mktemp("processed") / "data", workers=2,
+                             job_shape="per_document")
     with LocalRuntime(settings) as runtime:
         ids = [runtime.submit(FILES / name).document_id
                for name in ("digital_referral.pdf", "empty.pdf", "corrupt.pdf")]

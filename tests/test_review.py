@@ -68,7 +68,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     """The command in its own interpreter, so its real stderr (log lines) is captured."""
     return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600, check=False,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("MEDINTAKE_")})
+                          # The per-stage job shape, whose timeline the page's tests read stage by stage.
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("MEDINTAKE_")},
+                               "MEDINTAKE_JOB_SHAPE": "per_document"})
 
 
 @pytest.fixture(scope="module")
