@@ -6,6 +6,7 @@
     medintake queue status        queue health: counts, the oldest RUNNABLE job and why, failures
     medintake documents list|show documents by status, reason, time, prefix; one in detail
     medintake jobs show JOB       a job's attempts, state changes and log tail
+    medintake notices list|resend|confirm   the notice outbox; unconfirmed notices (operator)
     medintake deploy              the AWS stack per region, job definitions, schema
     medintake show DOC_ID         one offline HTML page: what the pipeline saw (PHI: written 0600)
     medintake entities            JSON lines {"id", "text"} on stdin -> {"id", "entities"} on stdout
