@@ -161,6 +161,8 @@ def magick_command(which: str, src: Source, out: Path, magick: list[str], srgb_i
     cmd = [*magick, "-respect-parentheses", str(src.path) + "[0]", "-auto-orient"]
     if src.icc:
         cmd += ["-profile", str(srgb_icc)]
+    if not src.bilevel:  # IM's HEIC coder hands over YCbCr, which its TIFF writer would keep
+        cmd += ["-colorspace", "sRGB"]
     cmd += ["-strip"]
     outs = outputs(which)
     current = src.size
@@ -192,7 +194,7 @@ def magick_save_options(o: Output, size: tuple[int, int]) -> list[str]:
         return ["-quality", str(opts["quality"]), "-define", f"webp:method={opts.get('method', 4)}"]
     if o.format == "PNG":  # filter 5 = adaptive, like Pillow
         return ["-define", f"png:compression-level={opts.get('compress_level', 6)}",
-                "-define", "png:compression-filter=5", "-define", "png:compression-strategy=1"]
+                "-define", "png:compression-filter=5"]
     if o.format == "TIFF":
         rows = max(1, opts.get("strip_size", 1 << 16) // max(1, size[0] * 3))  # our strip size
         out = ["-compress", "LZW", "-define", f"tiff:rows-per-strip={rows}"]
