@@ -16,6 +16,7 @@ from pathlib import Path
 from compute.local import LocalComputeEnvironment
 from pipeline import database, repository
 from pipeline.dispatcher import Dispatcher
+from pipeline.errors import TransientError
 from pipeline.events import UploadRef, s3_notification
 from pipeline.models import FINAL_STATUSES, Document
 from pipeline.notify import flush_outbox, open_notifier
@@ -129,9 +130,14 @@ class LocalRuntime:
 
     def run_until_final(self, document_ids: list[str], on_step=None, max_seconds: float | None = None) -> None:
         def done() -> bool:
-            if on_step is not None:
-                on_step()
-            return self.final(document_ids)
+            try:
+                if on_step is not None:
+                    on_step()
+                return self.final(document_ids)
+            except TransientError:
+                # This poll lost its connection (a killed session, a restart: the outage drill).
+                # Not final yet; the next poll's transaction waits out an outage, bounded.
+                return False
 
         self.compute.run(until=done, max_seconds=max_seconds)
         flush_outbox(self.settings, self.notifier)

@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from compute.runtime import LocalRuntime
@@ -34,17 +35,29 @@ from pipeline.settings import Settings
 SHIM = Path(__file__).resolve().parent / "drills" / "killshim"
 POISON = "DRILL-POISON"
 
-# name -> (job kind killed, moment, every attempt?)
-PLAN = {
-    "ocr-extract": ("extract", "ocr", False),
-    "stored-extract": ("extract", "stored", False),
-    "stored-entities": ("entities", "stored", False),
-    "stored-convert": ("convert", "stored", False),
-    "committed-extract": ("extract", "committed", False),
-    "committed-entities": ("entities", "committed", False),
-    "committed-convert": ("convert", "committed", False),
-    "every-extract": ("extract", "stored", True),
-    "control": None,
+# name -> (stage killed or "*", moment, every attempt?), per job shape
+PLANS = {
+    "per_document": {
+        "ocr-extract": ("extract", "ocr", False),
+        "stored-extract": ("extract", "stored", False),
+        "stored-entities": ("entities", "stored", False),
+        "stored-convert": ("convert", "stored", False),
+        "committed-extract": ("extract", "committed", False),
+        "committed-entities": ("entities", "committed", False),
+        "committed-convert": ("convert", "committed", False),
+        "every-extract": ("extract", "stored", True),
+        "control": None,
+    },
+    "array": {  # one process runs every stage of a document: a kill retries the whole document
+        "ocr-extract": ("extract", "ocr", False),
+        "stored-extract": ("extract", "stored", False),
+        "stored-convert": ("convert", "stored", False),
+        "committed-entities": ("entities", "committed", False),
+        "committed-convert": ("convert", "committed", False),
+        "settled": ("*", "settled", False),  # after the document's row is settled: the retry skips it
+        "every-extract": ("extract", "stored", True),
+        "control": None,
+    },
 }
 
 
@@ -56,16 +69,24 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def test_killed_workers_are_retried_and_leave_one_attempts_outputs(tmp_path, monkeypatch):
+def _document_of(job) -> str:
+    """The document a local compute job works for (per_document: its parameter; array: its name)."""
+    return job.sub.parameters.get("document_id") or job.sub.name.split("-")[2]
+
+
+@pytest.mark.parametrize("shape", ["per_document", "array"])
+def test_killed_workers_are_retried_and_leave_one_attempts_outputs(tmp_path, monkeypatch, shape):
     drill = tmp_path / "drill"
     drill.mkdir()
     monkeypatch.setenv("PYTHONPATH", f"{SHIM}:{REPO}")
     monkeypatch.setenv("DRILL_DIR", str(drill))
-    settings = Settings.load(data_dir=tmp_path / "data", workers=2, worker_start="exec")
+    settings = Settings.load(data_dir=tmp_path / "data", workers=2, worker_start="exec", job_shape=shape)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    attempts_allowed = load_job_definitions(settings.job_definitions_dir)["extract"].attempts
+    definitions = load_job_definitions(settings.job_definitions_dir)
+    attempts_allowed = definitions["extract" if shape == "per_document" else "process"].attempts
     orphans: dict[int, str | None] = {}  # tesseract pid -> its state when the killed attempt was reaped
+    PLAN = PLANS[shape]
 
     with LocalRuntime(settings) as runtime:
         refs, plan = {}, {}
@@ -86,7 +107,8 @@ def test_killed_workers_are_retried_and_leave_one_attempts_outputs(tmp_path, mon
         def watch_orphans(event: dict) -> None:
             """When the killed OCR attempt is reaped, is its tesseract child still running?"""
             d = event["detail"]
-            if d["parameters"].get("document_id") == ocr_doc and d["status"] == "RUNNABLE" and d["attempts"]:
+            mine = ocr_doc in (d["parameters"].get("document_id"), d["jobName"].split("-")[2])
+            if mine and d["status"] in ("RUNNABLE", "FAILED") and d.get("attempts"):
                 for kill in _kills(drill):
                     if kill["document_id"] == ocr_doc:
                         for pid in kill["tesseract_pids"]:
@@ -99,42 +121,53 @@ def test_killed_workers_are_retried_and_leave_one_attempts_outputs(tmp_path, mon
         t0 = time.monotonic()
         runtime.run_until_final(list(ids.values()), max_seconds=600)
         seconds = time.monotonic() - t0
-        tries = {(job.sub.parameters["document_id"], job.sub.kind): [a["container"]["exitCode"] for a in job.attempts]
-                 for job in runtime.compute.jobs.values()}
+        runs: dict[str, list[tuple[str, list[int]]]] = {}  # document -> (kind, exit code per attempt) per job
+        for job in runtime.compute.jobs.values():
+            runs.setdefault(_document_of(job), []).append(
+                (job.sub.kind, [a["container"]["exitCode"] for a in job.attempts]))
 
     kills = _kills(drill)
-    assert sorted((k["document_id"], k["kind"], k["at"]) for k in kills if k["attempt"] == 1) == sorted(
-        (doc, p["kind"], p["at"]) for doc, p in plan.items()), "a planned kill did not happen"
+    assert {k["document_id"] for k in kills} == set(plan), "a planned kill did not happen"
     notices = read_notices(settings)
     assert sorted(n["document_id"] for n in notices) == sorted(ids.values()), "not exactly one notice each"
 
+    stale: list[str] = []
     for name, fault in PLAN.items():
         doc_id = ids[name]
         doc = repository.get_document(settings, doc_id)
+        kinds = dict(runs[doc_id]) if shape == "per_document" else None
         if fault and fault[2]:  # killed in every attempt: failed after the definition's attempts
-            kind = fault[0]
-            assert tries[(doc_id, kind)] == [137] * attempts_allowed
-            assert (doc.status, doc.reason_code) == ("FAILED", "job_failed"), name
-            assert tries[(doc_id, "entities")] == []  # its dependent never ran
+            assert (doc.status, doc.reason_code) == ("FAILED", "job_failed"), (name, doc.status, doc.reason_code)
+            if shape == "per_document":
+                assert kinds["extract"] == [137] * attempts_allowed
+                assert kinds["entities"] == []  # its dependent never ran
+            else:  # each try of the document (document_retries) ran its attempts, each killed
+                assert runs[doc_id] == [("process", [137] * attempts_allowed)] * (1 + settings.document_retries)
             prefix = f"{settings.results_prefix}{doc_id}/"
             named = set(json.loads(runtime.store.get_bytes(prefix + "manifest.json"))["outputs"].values())
             stale = sorted(set(runtime.store.list(prefix)) - named)  # open edge, docs/reliability.md
             continue
         assert doc.status == "COMPLETED", (name, doc.status, doc.reason_code)
-        for kind in ("extract", "entities", "convert"):
-            expected = [137, 0] if fault and fault[0] == kind else [0]
-            assert tries[(doc_id, kind)] == expected, (name, kind, tries[(doc_id, kind)])
-        _check_one_attempt(settings, runtime.store, doc_id, name)
+        if shape == "per_document":
+            for kind in ("extract", "entities", "convert"):
+                expected = [137, 0] if fault and fault[0] == kind else [0]
+                assert kinds[kind] == expected, (name, kind, kinds[kind])
+        else:
+            assert runs[doc_id] == [("process", [137, 0] if fault else [0])], (name, runs[doc_id])
+        if fault and fault[1] == "settled":
+            _check_all_from_the_killed_attempt(settings, runtime.store, doc_id, name)
+        else:
+            _check_one_attempt(settings, runtime.store, doc_id, name)
 
     # The killed OCR attempt's tesseract child: was it stopped with its worker, as a container's
     # processes are when the container's main process dies?
     assert orphans, "the mid-OCR kill left no tesseract pid to check"
     assert all(state in (None, "Z", "X") for state in orphans.values()), f"tesseract outlived its worker: {orphans}"
-    print(f"\nkill drill: {len(kills)} SIGKILLs ({', '.join(sorted({k['at'] for k in kills}))}) over "
-          f"{len(PLAN)} documents in {seconds:.1f} s; each retried once (exit 137 -> RETRY), the every-attempt "
-          f"kill FAILED after {attempts_allowed} attempts; 0 poisoned bytes, rows or fields survived; "
-          f"{len(notices)} notices; the FAILED document keeps {len(stale)} object(s) of its killed attempts "
-          f"that its manifest does not name")
+    print(f"\nkill drill ({shape} shape): {len(kills)} SIGKILLs ({', '.join(sorted({k['at'] for k in kills}))}) over "
+          f"{len(PLAN)} documents in {seconds:.1f} s; each retried (exit 137 -> RETRY); the every-attempt "
+          f"kill FAILED after {attempts_allowed} attempts{' per try' if shape == 'array' else ''}; no mix of "
+          f"attempts in outputs, rows or fields; {len(notices)} notices; the FAILED document keeps "
+          f"{len(stale)} object(s) of its killed attempts that its manifest does not name")
 
 
 def _kills(drill: Path) -> list[dict]:
@@ -151,9 +184,9 @@ def _check_one_attempt(settings: Settings, store, doc_id: str, name: str) -> Non
     assert stored == listed, (name, "objects the manifest does not name", sorted(stored - listed))
     for key in stored:
         assert POISON.encode() not in store.get_bytes(key), (name, key)
-    jobs = repository.jobs_for(settings, doc_id, 1)
+    jobs = [j for j in repository.jobs_for(settings, doc_id, 1) if j.status == "SUCCEEDED"]
     assert all(POISON not in json.dumps(j.result) for j in jobs), name
-    outputs = {k: v for j in jobs for k, v in (j.result or {}).get("outputs", {}).items()}
+    outputs = _outputs(jobs)
     assert {**outputs, "manifest": prefix + "manifest.json"} == manifest["outputs"], name
     doc = repository.get_document(settings, doc_id)
     assert POISON not in f"{doc.language} {doc.file_format}", name
@@ -173,3 +206,32 @@ def _check_one_attempt(settings: Settings, store, doc_id: str, name: str) -> Non
     for r in renditions:
         assert len(store.get_bytes(r.object_key)) == r.bytes, (name, r.name)
     assert manifest["attempt"] == 1 and manifest["status"] == "COMPLETED"
+
+
+def _outputs(jobs) -> dict[str, str]:
+    """Output name -> key from the jobs' results (per_document: each job's; array: each stage's)."""
+    out: dict[str, str] = {}
+    for j in jobs:
+        r = j.result or {}
+        out.update(r.get("outputs", {}))
+        for stage in (r.get("stages") or {}).values():
+            out.update((stage or {}).get("outputs", {}))
+    return out
+
+
+def _check_all_from_the_killed_attempt(settings: Settings, store, doc_id: str, name: str) -> None:
+    """Killed after its document was settled: the retry must not run it again, so everything the
+    document ends with is the killed attempt's (all poisoned), not a mix with a rerun's."""
+    prefix = f"{settings.results_prefix}{doc_id}/"
+    manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
+    stored = set(store.list(prefix))
+    assert stored == set(manifest["outputs"].values()), name
+    for key in stored - {prefix + "manifest.json"}:
+        assert POISON.encode() in store.get_bytes(key), (name, key, "rewritten by a second run")
+    (row,) = [j for j in repository.jobs_for(settings, doc_id, 1) if j.status == "SUCCEEDED"]
+    assert POISON in json.dumps(row.result), name
+    with transaction(settings) as s:
+        pages = list(s.scalars(select(Page).where(Page.document_id == doc_id)))
+        renditions = list(s.scalars(select(Rendition).where(Rendition.document_id == doc_id)))
+    assert pages and all(p.source.startswith(POISON[:8]) for p in pages), name
+    assert renditions and all(r.format.startswith(POISON[:8]) for r in renditions), name

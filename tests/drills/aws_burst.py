@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from drills.burst import BurstFigures
+from drills.burst import BurstFigures, check_job_rows
 from drills.documents import write_mixed
 
 REGION = "eu-central-1"  # no Comprehend Medical here: the local entity extractor runs
@@ -166,11 +166,18 @@ def _run(tmp: Path, count: int, database_url: str, url: str) -> BurstFigures:
             read_notices()
 
     emulator = BatchEmulator(batch, to_tracker, str(tmp), REGION, ACCOUNT)
-    submitted = 0
-    for doc_id in doc_of_key.values():
-        jobs = repository.jobs_for(settings, doc_id, 1)
-        submitted += len(jobs)
-        emulator.run_graph([j.id for j in jobs])
+    batch_jobs: set[str] = set()
+    if settings.job_shape == "per_document":  # three jobs per document, run as a graph
+        for doc_id in doc_of_key.values():
+            jobs = repository.jobs_for(settings, doc_id, 1)
+            batch_jobs.update(j.id for j in jobs)
+            emulator.run_graph([j.id for j in jobs])
+    else:  # one array job per dispatcher batch; a document's row is <job>[:<child>]#<position>
+        for doc_id in doc_of_key.values():
+            for row in repository.jobs_for(settings, doc_id, 1):
+                batch_jobs.add(row.id.split("#")[0].split(":")[0])
+        for job_id in sorted(batch_jobs):
+            emulator.run(job_id)
     read_notices()
     seconds = time.monotonic() - t0
 
@@ -181,15 +188,21 @@ def _run(tmp: Path, count: int, database_url: str, url: str) -> BurstFigures:
 
     with transaction(settings) as s:
         statuses = dict(Counter(s.scalars(select(Document.status))))
-        jobs_per_doc = Counter(s.execute(select(Job.document_id, Job.kind)).all())
+        attempts = Counter(s.scalars(select(Document.attempt)))
+        rows = list(s.execute(select(Job.document_id, Job.name, Job.status)))
         notice_rows = Counter(s.scalars(select(Notice.document_id)))
         unsent = s.scalar(select(func.count()).select_from(Notice).where(Notice.sent_at.is_(None)))
     listed = [j for page in batch.get_paginator("list_jobs").paginate(
         jobQueue=QUEUE, filters=[{"name": "JOB_NAME", "values": ["medintake-*"]}]) for j in page["jobSummaryList"]]
     assert statuses == {"COMPLETED": count}, statuses
-    assert set(jobs_per_doc.values()) == {1} and len(jobs_per_doc) == 3 * count, "a duplicate or missing job row"
-    assert submitted == 3 * count and len(listed) == 3 * count == len({j["jobName"] for j in listed}), \
-        "a duplicate or missing Batch job"
+    assert attempts == {1: count}, "a document was processed twice"
+    check_job_rows(settings, rows, list(doc_of_key.values()))
+    parents = {j["jobId"].split(":")[0] for j in listed}
+    assert batch_jobs <= parents, "a Batch job the rows name was never submitted"
+    if settings.job_shape == "per_document":
+        assert len(listed) == 3 * count == len({j["jobName"] for j in listed}), "a duplicate or missing Batch job"
+    else:  # one job per dispatcher batch of ten upload events at most, never one per document kind
+        assert len(parents) <= -(-count // 10) + 1, f"{len(parents)} Batch jobs for {count} documents"
     assert set(notice_rows.values()) == {1} and len(notice_rows) == count and unsent == 0
     assert set(arrived) == set(doc_of_key.values()) and all(len(v) == 1 for v in arrived.values()), \
         "a document got no notice on the topic, or two"

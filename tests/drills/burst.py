@@ -50,6 +50,20 @@ class BurstFigures:
                 f"final: {dict(sorted(self.statuses.items()))}")
 
 
+def rows_per_document(settings: Any) -> int:
+    """Job rows of one document attempt that ran once: a row per kind, or one row (array shape)."""
+    return 3 if settings.job_shape == "per_document" else 1
+
+
+def check_job_rows(settings: Any, rows: list, ids: list[str]) -> None:
+    """No job row doubled, none missing, every one SUCCEEDED (rows: document_id, name, status)."""
+    names = Counter(r.name for r in rows)
+    assert set(names.values()) == {1}, "a job row doubled"
+    assert Counter(r.document_id for r in rows) == Counter({d: rows_per_document(settings) for d in ids}), \
+        "a document has a job too many or too few"
+    assert {r.status for r in rows} == {"SUCCEEDED"}, Counter(r.status for r in rows)
+
+
 def run_local_burst(tmp: Path, count: int, workers: int = 2, max_seconds: float = 3600) -> tuple[BurstFigures, Any]:
     """Process ``count`` mixed uploads dispatched at once; check the end state; return the figures."""
     from sqlalchemy import func, select
@@ -81,13 +95,17 @@ def run_local_burst(tmp: Path, count: int, workers: int = 2, max_seconds: float 
     with transaction(settings) as s:
         statuses = dict(Counter(s.scalars(select(Document.status))))
         assert s.scalar(select(func.count()).select_from(Document)) == count
-        jobs_per_doc = Counter(s.execute(select(Job.document_id, Job.kind)).all())
-        assert set(jobs_per_doc.values()) == {1} and len(jobs_per_doc) == 3 * count, "a duplicate or missing job"
+        attempts = Counter(s.scalars(select(Document.attempt)))
+        rows = list(s.execute(select(Job.document_id, Job.name, Job.status)))
         notice_rows = Counter(s.scalars(select(Notice.document_id)))
         unsent = s.scalar(select(func.count()).select_from(Notice).where(Notice.sent_at.is_(None)))
         pages_per_doc = Counter(s.scalars(select(Page.document_id)))
     assert statuses == {"COMPLETED": count}, statuses
-    assert compute_jobs == 3 * count and retries == 0
+    assert attempts == {1: count}, "a document was processed twice"
+    check_job_rows(settings, rows, ids)
+    # One event per upload here: per_document shape, 3 Batch-like jobs each; array shape, one
+    # plain job running every stage (an array of one). Not one retried.
+    assert compute_jobs == count * rows_per_document(settings) and retries == 0, (compute_jobs, retries)
     assert set(notice_rows.values()) == {1} and len(notice_rows) == count and unsent == 0
     assert set(pages_per_doc.values()) == {1} and len(pages_per_doc) == count, "a page row doubled or missing"
     lines = settings.effective_notices_path.read_text().splitlines()
