@@ -225,16 +225,17 @@ class Dispatcher:
             log.info("%d small document(s) sent to the processing Lambda", len(rows))
         return {r.document_id for r in rows}
 
-    def submit_items(self, items: list[batching.Item]) -> str:
+    def submit_items(self, items: list[batching.Item], per_child: int | None = None) -> str:
         """One job for these claimed document attempts: an array job, or a plain job for one slice.
 
         The manifest (slices of document id, attempt, try) is written before SubmitJob so that a
         child, the tracker or a redelivery can always read its assignment; the rows are inserted
         after, and created from the manifest by whoever needs them first if this insert is late
-        or fails. Returns the job id.
+        or fails. ``per_child`` overrides the slice size (the tracker's retries: 1, each alone).
+        Returns the job id.
         """
         s = self.settings
-        plan = batching.slices(items, s.array_child_documents, s.array_child_seconds)
+        plan = batching.slices(items, per_child or s.array_child_documents, s.array_child_seconds)
         batch_id = batching.new_batch_id()
         key = batching.manifest_key(s.results_prefix, batch_id)
         self.store.put_bytes(key, batching.manifest_body(batch_id, plan), "application/json")

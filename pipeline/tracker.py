@@ -154,12 +154,27 @@ class Tracker:
         repository.fail_unsettled(self.settings, ids, change)
         decided = None
         docs = repository.find_documents(self.settings, {r.document_id for r in rows})
+        # A child that died for good leaves all its documents to retry: one job for all of them,
+        # each alone in its own child, so a broken image or a lost host costs one SubmitJob per
+        # child, not one per document, and no document shares a child with a bad one again.
+        retries: list[tuple[str, batching.Item]] = []
         for row in rows:
             doc = docs.get(row.document_id)
             if doc is not None and doc.attempt == row.attempt:
-                decided = self.evaluate(doc) or decided
+                decided = self.evaluate(doc, retries) or decided
+        if retries:
+            self._resubmit_alone(retries)
         flush_outbox(self.settings, self.notifier)
         return decided
+
+    def _resubmit_alone(self, retries: list[tuple[str, batching.Item]]) -> None:
+        try:
+            self.dispatcher.submit_items([item for _, item in retries], per_child=1)
+        except BaseException:
+            for row_id, _ in retries:
+                repository.mark_resubmitted(self.settings, row_id, undo=True)
+            raise
+        log.info("%d document(s) resubmitted, each alone in its child", len(retries))
 
     def _rows_from_manifest(self, change: Any) -> list[Job]:
         """The child's rows when its event overtook the dispatcher's insert: from the manifest."""
@@ -175,13 +190,20 @@ class Tracker:
             for rid, i in entries if i.document_id in known])
         return repository.unit_rows(self.settings, [rid for rid, _ in entries])
 
-    def _resubmit(self, doc: Document, rows: list[Job]) -> str | None:
-        """The failed document alone, as the attempt's next try (once, whoever else sees the event)."""
+    def _resubmit(self, doc: Document, rows: list[Job], defer: list | None = None) -> str | None:
+        """The failed document alone, as the attempt's next try (once, whoever else sees the event).
+
+        With ``defer``, the claimed retry is appended there for the caller to submit with others.
+        """
         latest = max(rows, key=lambda j: (_try_no(j), j.created_at or 0))
         if self.dispatcher is None:
             return self.finish(doc, "FAILED", ("job_failed", "The document failed and could not be resubmitted."),
                                stage_views(rows))
         if not repository.mark_resubmitted(self.settings, latest.id):
+            return None
+        if defer is not None:
+            defer.append((latest.id, batching.Item(doc.id, doc.attempt, _try_no(latest) + 1,
+                                                   batching.estimate_seconds(doc.size))))
             return None
         try:
             self.dispatcher.submit_items([batching.Item(doc.id, doc.attempt, _try_no(latest) + 1,
@@ -192,7 +214,7 @@ class Tracker:
         log.info("document %s attempt %d resubmitted alone (try %d)", doc.id, doc.attempt, _try_no(latest) + 1)
         return None
 
-    def evaluate(self, doc: Document) -> str | None:
+    def evaluate(self, doc: Document, defer_retries: list | None = None) -> str | None:
         if doc.status in FINAL_STATUSES:
             return None  # a late or repeated event after the decision: nothing to redo
         jobs = repository.jobs_for(self.settings, doc.id, doc.attempt)
@@ -202,7 +224,7 @@ class Tracker:
             if verdict is None:
                 return None
             if verdict[0] == "RETRY":
-                return self._resubmit(doc, rows)
+                return self._resubmit(doc, rows, defer_retries)
             return self.finish(doc, verdict[0], verdict[1], stage_views(jobs))
         decision = decide(jobs)
         if decision is None:

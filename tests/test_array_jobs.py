@@ -282,7 +282,7 @@ def test_sqs_batch_is_one_array_job_spot_rerun_skips_finished_and_one_notice_eac
     assert all("Jane" not in json.dumps(n) for n in got)
 
 
-def test_a_child_that_dies_for_good_has_its_documents_resubmitted_alone(aws):
+def test_a_child_that_dies_for_good_has_its_documents_resubmitted_each_alone_in_one_job(aws):
     from batch_emulator import BatchEmulator
 
     refs = [put_upload(aws, "digital_referral.pdf", "uploads/a/one.pdf"),
@@ -302,11 +302,12 @@ def test_a_child_that_dies_for_good_has_its_documents_resubmitted_alone(aws):
         assert [r.name.rsplit("-", 1)[1] for r in rows] == ["t1", "t2"]
         assert rows[0].status == "FAILED" and rows[0].reason_code == batching.RETRIED and rows[1].status == "SUBMITTED"
         retries.append(rows[1].id.split("#")[0])
-    described = aws["batch"].describe_jobs(jobs=retries)["jobs"]
-    assert all("arrayProperties" not in j or not j["arrayProperties"].get("size") for j in described)
-    assert sorted(j["jobName"] for j in described) == sorted(f"medintake-process-{r.document_id}-a1-t2" for r in refs[:2])
-    for job_id in retries:
-        assert emu.run(job_id)["status"] == "SUCCEEDED"
+    # One SubmitJob for the dead child's documents: an array whose children each hold one of them.
+    parents = {batching.unit_of(u)[0] for u in retries}
+    assert len(parents) == 1 and sorted(batching.unit_of(u)[1] for u in retries) == [0, 1]
+    (again,) = aws["batch"].describe_jobs(jobs=list(parents))["jobs"]
+    assert again["arrayProperties"]["size"] == 2 and again["parameters"]["per_child"] == "1"
+    assert emu.run(again["jobId"])["status"] == "SUCCEEDED"
     docs = repository.find_documents(settings, [r.document_id for r in refs])
     assert {d.status for d in docs.values()} == {"COMPLETED"}
     assert sorted(n["notice_id"] for n in sns_notices(aws)) == sorted(f"{r.document_id}:1" for r in refs)
