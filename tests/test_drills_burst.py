@@ -26,8 +26,9 @@ AWS_COUNT = int(os.environ.get("MEDINTAKE_TEST_BURST_AWS", "12"))
 
 
 def test_local_burst_every_upload_final_with_one_notice(tmp_path):
-    figures, _ = run_local_burst(tmp_path, LOCAL_COUNT, workers=2)
-    print("\n" + figures.line("burst drill (local)"))
+    """The default job shape (conftest pins the per_document shape for the older tests)."""
+    figures, _ = run_local_burst(tmp_path, LOCAL_COUNT, workers=2, job_shape="array")  # the default shape
+    print("\n" + figures.line("burst drill (local, array shape)"))
     assert figures.statuses == {"COMPLETED": LOCAL_COUNT}
 
 
@@ -39,5 +40,5 @@ def test_aws_burst_every_upload_final_with_one_notice(tmp_path):
         figures = run_aws_burst(tmp_path, AWS_COUNT, url)
     finally:
         next(db, None)
-    print("\n" + figures.line("burst drill (AWS path on moto)"))
+    print("\n" + figures.line("burst drill (AWS path on moto, array shape)"))
     assert figures.statuses == {"COMPLETED": AWS_COUNT}

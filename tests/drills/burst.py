@@ -64,7 +64,8 @@ def check_job_rows(settings: Any, rows: list, ids: list[str]) -> None:
     assert {r.status for r in rows} == {"SUCCEEDED"}, Counter(r.status for r in rows)
 
 
-def run_local_burst(tmp: Path, count: int, workers: int = 2, max_seconds: float = 3600) -> tuple[BurstFigures, Any]:
+def run_local_burst(tmp: Path, count: int, workers: int = 2, max_seconds: float = 3600,
+                    job_shape: str | None = None) -> tuple[BurstFigures, Any]:
     """Process ``count`` mixed uploads dispatched at once; check the end state; return the figures."""
     from sqlalchemy import func, select
 
@@ -74,7 +75,7 @@ def run_local_burst(tmp: Path, count: int, workers: int = 2, max_seconds: float 
     from pipeline.settings import Settings
 
     files = write_mixed(tmp / "inbox", count)
-    settings = Settings.load(data_dir=tmp / "data", workers=workers)
+    settings = Settings.load(data_dir=tmp / "data", workers=workers, job_shape=job_shape)  # None: the default
     with LocalRuntime(settings) as runtime:
         notifier = TimedFileNotifier(settings.effective_notices_path)
         runtime.notifier = runtime.tracker.notifier = runtime.dispatcher.notifier = notifier
