@@ -852,7 +852,9 @@ def documents_show(ctx: click.Context, document_id: str, show_phi: bool, as_json
             n = a.notice
             click.echo(f"notice: {n['status']}" + (f" ({n['reason_code']})" if n["reason_code"] else "")
                        + f", written {_when(n['created_at'])}, "
-                       + (f"sent {_when(n['sent_at'])}" if n["sent_at"] else "not sent yet"))
+                       + (f"sent {_when(n['sent_at'])}" if n["sent_at"] else
+                          f"UNCONFIRMED (may not have reached subscribers: medintake notices list, notice "
+                          f"{n.get('notice_id')})" if n.get("state") == "unconfirmed" else "not sent yet"))
     _section("stage timings (current attempt, seconds)", styled)
     rows = []
     for kind, t in d.timings.items():

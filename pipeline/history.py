@@ -221,6 +221,7 @@ def show_document(settings: Settings, document_id: str, show_phi: bool = False, 
         notices = list(s.scalars(select(Notice).where(Notice.document_id == document_id).order_by(Notice.attempt)))
         notice_rows = {n.attempt: {"status": n.status, "reason_code": n.reason_code,
                                    "created_at": aware(n.created_at), "sent_at": aware(n.sent_at),
+                                   "state": n.state, "notice_id": n.id,
                                    "outputs": (n.payload or {}).get("outputs") or {}} for n in notices}
     attempts: dict[int, AttemptSummary] = {}
     for j in data.jobs:

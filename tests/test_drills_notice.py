@@ -205,6 +205,8 @@ def test_operator_lists_resends_and_confirms_unconfirmed_notices(settings, sns, 
     assert "unconfirmed" in text and "2 unconfirmed" in text
 
     assert unconfirmed_gauge(capsys) == 2  # what the alarm watches
+    shown = runner.invoke(cli.main, ["documents", "show", first.document_id], catch_exceptions=False).output
+    assert f"UNCONFIRMED (may not have reached subscribers: medintake notices list, notice {first.id})" in shown
 
     resent = runner.invoke(cli.main, ["notices", "resend", str(first.id)], catch_exceptions=False)
     assert resent.exit_code == 0, resent.output
