@@ -235,6 +235,9 @@ class Dispatcher:
         Returns the job id.
         """
         s = self.settings
+        if per_child is None and s.compute_backend == "local":
+            # No container start to amortise on one machine: one child per worker slot at least.
+            per_child = max(1, min(s.array_child_documents, -(-len(items) // s.effective_workers)))
         plan = batching.slices(items, per_child or s.array_child_documents, s.array_child_seconds)
         batch_id = batching.new_batch_id()
         key = batching.manifest_key(s.results_prefix, batch_id)

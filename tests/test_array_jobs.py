@@ -117,7 +117,10 @@ def test_process_runs_a_batch_as_one_array_job_and_a_poisoned_document_is_reject
 
 
 def test_a_transiently_failing_document_is_retried_alone_and_its_batch_mates_finish_once(tmp_path):
-    settings = array_settings(tmp_path, array_child_documents=5, document_retries=1)
+    # One worker: the local dispatcher cuts a batch into one child per worker slot, and the two
+    # documents must share a child here.
+    settings = Settings.load(data_dir=tmp_path / "data", workers=1, job_shape="array", array_child_documents=5,
+                             document_retries=1)
     files = [FILES / n for n in ("digital_referral.pdf", "screenshot_labs.png")]
     with LocalRuntime(settings) as rt:
         refs = [rt.upload(f) for f in files]
