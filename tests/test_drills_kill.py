@@ -42,10 +42,8 @@ POISON = "DRILL-POISON"
 PLANS = {
     "per_document": {
         "ocr-extract": ("extract", "ocr", False),
-        "stored-extract": ("extract", "stored", False),
         "stored-entities": ("entities", "stored", False),
         "committed-extract": ("extract", "committed", False),
-        "committed-convert": ("convert", "committed", False),
         "every-extract": ("extract", "stored", True),
         "control": None,
     },
