@@ -42,7 +42,6 @@ def _sqs_arn(sqs: Any, url: str) -> str:
 
 def run_aws_burst(tmp: Path, count: int, database_url: str) -> BurstFigures:
     """``count`` mixed uploads through S3 -> SQS -> dispatcher -> Batch -> tracker -> SNS on moto."""
-    import boto3
     import requests
     from moto.server import ThreadedMotoServer
 
