@@ -66,20 +66,6 @@ def test_s3_faults_are_retried_within_bounds(settings, aws, fault):
           f"3 attempts each, both succeeded, {took:.1f} s including backoff")
 
 
-def test_s3_that_keeps_failing_gives_up_after_bounded_attempts(settings, aws):
-    store = s3_store(settings, aws)
-    get = Faults("s3", [("status", "SlowDown", 503)] * 50, operation="GetObject").install(store.client)
-    t0 = time.monotonic()
-    with pytest.raises(TransientError) as err:
-        store.get_bytes("uploads/anything.pdf")
-    took = time.monotonic() - t0
-    assert get.attempts == S3_MAX_ATTEMPTS and err.value.exit_code == ExitCode.TRANSIENT
-    assert "anything" not in str(err.value)  # no key in the message
-    assert took < 16  # standard mode: at most 1 + 2 + 4 + 8 s of backoff
-    print(f"\n[drill S3 SlowDown forever] gave up after {get.attempts} attempts in {took:.1f} s: "
-          f"TransientError ({err.value.message}), exit {int(err.value.exit_code)}")
-
-
 def test_a_job_that_cannot_reach_s3_exits_transient_not_rejected(settings, aws):
     """A worker process whose S3 is down exits 75 (retried by every job definition), not 65."""
     s = settings.replace(store_backend="s3", bucket=aws["bucket"], aws_region=REGION, s3_endpoint_url=aws["url"])
@@ -235,3 +221,55 @@ def test_sns_read_timeout_after_send_is_resent_safely_on_a_fifo_topic(settings, 
     assert flush_outbox(s, notifier) == 1
     assert faults.attempts == 2 and delivered(queue) == [notice.payload["notice_id"]]  # deduplicated
     print("\n[drill SNS read timeout, FIFO topic] 2 attempts (same deduplication id), 1 delivery, sent")
+
+
+def test_s3_slowdown_in_the_dispatcher_lambda_redelivers_the_record(tmp_path, monkeypatch):
+    """AWS path (moto): the dispatcher Lambda cannot write the array job's manifest to S3 (SlowDown on
+    all 5 attempts): the SQS record is reported failed, the document stays RECEIVED (not REJECTED),
+    and the redelivered record submits exactly one job."""
+    from conftest import batch_queue
+    from moto import mock_aws
+
+    from pipeline import aws_lambda
+    from pipeline.events import s3_notification, sqs_envelope
+    from pipeline.settings import Settings
+    from test_aws_path import deploy_steps
+
+    region = "eu-west-1"
+    with mock_aws(config={"batch": {"use_docker": False}}):
+        s3 = boto3.client("s3", region_name=region)
+        s3.create_bucket(Bucket="drill-up", CreateBucketConfiguration={"LocationConstraint": region})
+        batch = batch_queue(region, "drill-q", "drill-ce")
+        topic = boto3.client("sns", region_name=region).create_topic(Name="n")["TopicArn"]
+        for k, v in {"MEDINTAKE_DATA_DIR": str(tmp_path / "data"), "MEDINTAKE_STORE_BACKEND": "s3",
+                     "MEDINTAKE_BUCKET": "drill-up", "MEDINTAKE_COMPUTE_BACKEND": "batch",
+                     "MEDINTAKE_JOB_QUEUE": "drill-q", "MEDINTAKE_WORKER_IMAGE": "img:1", "MEDINTAKE_NOTIFIER": "sns",
+                     "MEDINTAKE_SNS_TOPIC_ARN": topic, "MEDINTAKE_AWS_REGION": region,
+                     "MEDINTAKE_JOB_SHAPE": "array"}.items():
+            monkeypatch.setenv(k, v)
+        aws_lambda.reset()
+        try:
+            deploy_steps(Settings.load())
+            body = (FILES / "digital_referral.pdf").read_bytes()
+            resp = s3.put_object(Bucket="drill-up", Key="uploads/r.pdf", Body=body)
+            ref = UploadRef("drill-up", "uploads/r.pdf", resp.get("VersionId"), resp["ETag"].strip('"'), len(body))
+            event = sqs_envelope(s3_notification(ref), message_id="m-1")
+            parts = aws_lambda._parts()
+            faults = Faults("s3", [("status", "SlowDown", 503)] * S3_MAX_ATTEMPTS,
+                            operation="PutObject").install(parts["dispatcher"].store.client)
+            t0 = time.monotonic()
+            first = aws_lambda.dispatch_handler(event)
+            took = time.monotonic() - t0
+            attempts = faults.attempts
+            doc = repository.get_document(parts["settings"], ref.document_id)
+            assert first == {"batchItemFailures": [{"itemIdentifier": "m-1"}]} and doc.status == "RECEIVED"
+            assert attempts == S3_MAX_ATTEMPTS and took < 16  # standard mode: at most 1 + 2 + 4 + 8 s of backoff
+            second = aws_lambda.dispatch_handler(event)  # SQS redelivers the record
+            assert second == {"batchItemFailures": []}
+            assert repository.get_document(parts["settings"], ref.document_id).status == "QUEUED"
+            submitted = batch.list_jobs(jobQueue="drill-q", filters=[{"name": "JOB_NAME", "values": ["medintake-*"]}])
+            assert len(submitted["jobSummaryList"]) == 1
+        finally:
+            aws_lambda.reset()
+    print(f"\n[drill S3 SlowDown in the dispatcher Lambda] {attempts} attempts in {took:.1f} s, record reported "
+          f"failed, document RECEIVED; redelivery: QUEUED, 1 Batch job")
