@@ -229,7 +229,7 @@ def sns_notices(aws) -> list[dict]:
 def only_parent(aws) -> dict:
     jobs = aws["batch"].list_jobs(jobQueue="medintake-eu", filters=[{"name": "JOB_NAME", "values": ["medintake-*"]}])
     parents = [j for j in jobs["jobSummaryList"] if ":" not in j["jobId"]]
-    assert len(parents) == 1, parents
+    assert len(parents) == 1, [(j["jobName"], j["createdAt"], j["status"]) for j in parents]
     return aws["batch"].describe_jobs(jobs=[parents[0]["jobId"]])["jobs"][0]
 
 
@@ -463,3 +463,37 @@ def test_a_document_the_lambda_could_not_finish_falls_back_to_batch_alone(aws, p
     assert BatchEmulator(aws["batch"], aws_lambda.tracker_handler, aws["workdir"], REGION).run(job_id)["status"] == "SUCCEEDED"
     assert repository.get_document(settings, ref.document_id).status == "COMPLETED"
     assert [n["notice_id"] for n in sns_notices(aws)] == [f"{ref.document_id}:1"]
+
+
+def test_a_refused_array_submission_is_redelivered_whole_and_then_submitted_once(aws):
+    """SubmitJob answers 400 ClientException: every record that brought a document is reported for
+    redelivery and the claims are undone; the redelivered batch is submitted once, and a third
+    delivery of the same batch submits nothing."""
+    from botocore.awsrequest import AWSResponse
+
+    def refuse(**_):  # before-call: answered before moto (or AWS) sees the request
+        parsed = {"Error": {"Code": "ClientException", "Message": "Job definition not found"},
+                  "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://batch", 400, {}, None), parsed
+
+    refs = [put_upload(aws, "digital_referral.pdf", f"uploads/r/{n}.pdf") for n in range(3)]
+    event = sqs_batch(refs)
+    events = boto3._get_default_session().events
+    events.register("before-call.batch.SubmitJob", refuse, unique_id="refuse-array")
+    try:
+        answer = aws_lambda.dispatch_handler(event)
+    finally:
+        events.unregister("before-call.batch.SubmitJob", unique_id="refuse-array")
+        aws_lambda.reset()  # a client keeps the hooks it was made with: the next delivery, a new container
+    assert sorted(f["itemIdentifier"] for f in answer["batchItemFailures"]) == ["m-0", "m-1", "m-2"]
+    settings = aws["settings"]
+    docs = repository.find_documents(settings, [r.document_id for r in refs])
+    assert {d.status for d in docs.values()} == {"RECEIVED"}
+    assert all(repository.jobs_for(settings, r.document_id, 1) == [] for r in refs)
+    jobs = aws["batch"].list_jobs(jobQueue="medintake-eu", filters=[{"name": "JOB_NAME", "values": ["medintake-*"]}])
+    assert jobs["jobSummaryList"] == []
+    assert aws_lambda.dispatch_handler(event) == {"batchItemFailures": []}
+    assert aws_lambda.dispatch_handler(event) == {"batchItemFailures": []}
+    only_parent(aws)  # exactly one job in Batch for the three documents
+    docs = repository.find_documents(settings, [r.document_id for r in refs])
+    assert {d.status for d in docs.values()} == {"QUEUED"}
