@@ -121,8 +121,9 @@ def tracker_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any
     # outcome is unknown wait for an operator; one indexed count per invocation.
     unconfirmed = repository.count_notices(_parts()["settings"], "unconfirmed")
     metrics.add_metric(name="NoticesUnconfirmed", unit=MetricUnit.Count, value=unconfirmed)
-    if status:
-        metrics.add_metric(name=f"Documents{status.title()}", unit=MetricUnit.Count, value=1)
+    # One child event of the array shape can decide several documents: count each.
+    for decided in _parts()["tracker"].decided or ([status] if status else []):
+        metrics.add_metric(name=f"Documents{decided.title()}", unit=MetricUnit.Count, value=1)
     return {"final_status": status}
 
 

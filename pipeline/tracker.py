@@ -103,9 +103,12 @@ class Tracker:
         self.store = store
         self.notifier = notifier
         self.dispatcher = dispatcher  # array shape: resubmits a failed document alone
+        self.decided: list[str] = []  # every final status the last handle() decided (metrics)
 
     def handle(self, event: dict[str, Any]) -> str | None:
-        """Apply one job state change; returns the document's final status if this decided it."""
+        """Apply one job state change; returns the document's final status if this decided it
+        (in the array shape, the last of the child's documents it decided: see ``decided``)."""
+        self.decided = []
         change = parse_job_state_change(event)
         if change is None:
             return None
@@ -161,7 +164,10 @@ class Tracker:
         for row in rows:
             doc = docs.get(row.document_id)
             if doc is not None and doc.attempt == row.attempt:
-                decided = self.evaluate(doc, retries) or decided
+                status = self.evaluate(doc, retries)
+                if status:
+                    self.decided.append(status)
+                decided = status or decided
         if retries:
             self._resubmit_alone(retries)
         flush_outbox(self.settings, self.notifier)

@@ -253,6 +253,7 @@ def test_sqs_batch_is_one_array_job_spot_rerun_skips_finished_and_one_notice_eac
     assert parent["jobDefinition"].split("/")[-1].startswith("medintake-process-")
     settings = aws["settings"]
     delivered: list[dict] = []
+    decided: list[str] = []
     snapshot: dict[str, object] = {}
 
     def to_tracker(event: dict) -> None:
@@ -262,6 +263,7 @@ def test_sqs_batch_is_one_array_job_spot_rerun_skips_finished_and_one_notice_eac
                                                                                         f"{d['jobId']}#1"])})
         delivered.append(event)
         aws_lambda.tracker_handler(event)
+        decided.extend(aws_lambda._parts()["tracker"].decided)  # what the Documents* metrics count
         aws_lambda.tracker_handler(event)  # EventBridge delivers at least once
 
     emu = BatchEmulator(aws["batch"], to_tracker, aws["workdir"], REGION)
@@ -275,6 +277,7 @@ def test_sqs_batch_is_one_array_job_spot_rerun_skips_finished_and_one_notice_eac
     docs = repository.find_documents(settings, [r.document_id for r in refs])
     assert [(docs[r.document_id].status, docs[r.document_id].reason_code) for r in refs] == [
         ("COMPLETED", None), ("REJECTED", "corrupt_file"), ("COMPLETED", None)]
+    assert sorted(decided) == ["COMPLETED", "COMPLETED", "REJECTED"]  # child 0 decided two at once
     # Every event again, shuffled, some twice: still one notice per document attempt.
     replay = delivered + delivered[::3]
     random.Random(13).shuffle(replay)
