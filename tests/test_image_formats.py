@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
 from jobs.convert.renditions import make_renditions
 from jobs.extract.text import extract_text
@@ -150,3 +150,23 @@ def test_truncated_jpeg2000_is_corrupt_not_unsupported(cut: float, tmp_path: Pat
     with pytest.raises(CorruptFile) as err:
         validate(path, kind, settings)
     assert err.value.reason_code == "corrupt_file"
+
+
+def test_tiff_palette_page_then_float_page(tmp_path: Path, settings: Settings) -> None:
+    """Pillow carries page 1's palette to page 2 (an F page) and fails to load it; both pages are read.
+
+    Seen in Pillow's ``no_rows_per_strip.tif`` (P, F and L pages): ``corrupt_file`` before.
+    """
+    paper = page("L").convert("P")
+    scan = Image.fromarray(np.asarray(page("L"), dtype=np.float32) / 255.0, "F")
+    path = tmp_path / "mixed"
+    paper.save(path, "TIFF", save_all=True, append_images=[scan], compression="tiff_lzw")
+    with Image.open(path) as img:
+        assert [img.mode for _ in ImageSequence.Iterator(img)] == ["P", "F"]
+    kind = identify(path, settings)
+    assert validate(path, kind, settings) == 2
+    out = tmp_path / "out"
+    out.mkdir()
+    extract_text(path, kind, out, settings)
+    pages = (out / "text.txt").read_text().lower().split("\f")
+    assert len(pages) == 2 and all("aspirin 81 mg" in text for text in pages), pages

@@ -468,6 +468,10 @@ def _load_frame(img: Any, index: int) -> tuple[Any, int, float | None]:
 
     try:
         img.seek(index)
+        if img.mode not in ("P", "PA"):
+            # Pillow keeps a palette frame's palette across a TIFF seek and then fails to load
+            # a later F or L frame ("unrecognized image mode"); such a page has no palette.
+            img.palette = None
         orientation = 1
         try:
             orientation = int(img.getexif().get(0x0112, 1) or 1)
