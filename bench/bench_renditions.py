@@ -227,7 +227,7 @@ def find_magick() -> list[str] | None:
         except (OSError, subprocess.SubprocessError):
             continue
         if "ImageMagick" in version:
-            return [path] if name != "magick" else [path]
+            return [path]
     return None
 
 
