@@ -255,6 +255,7 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
     pending: dict[str, str] = {}
     try:
         while True:
+            ready: list[tuple[str, Path]] = []
             for display, path in _expand((directory,)):
                 stat = path.stat()
                 sig = (stat.st_size, stat.st_mtime)
@@ -264,7 +265,10 @@ def watch(ctx: click.Context, directory: Path, interval: float, once: bool) -> N
                     sizes[path] = stat.st_size  # still being written? look again next scan
                     continue
                 seen[path] = sig
-                pending[runtime.submit(path, display).document_id] = display
+                ready.append((display, path))
+            # One event per scan: in the array shape, the files of a scan run as one array job.
+            for submitted in runtime.submit_many(ready) if ready else []:
+                pending[submitted.document_id] = submitted.input
             deadline = time.monotonic() + interval
             while time.monotonic() < deadline or (once and pending):
                 runtime.compute.step()
