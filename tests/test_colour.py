@@ -119,3 +119,15 @@ def test_srgb_exif_is_left_alone(tmp_path: Path) -> None:
     got = lab(rendition_patches(path, tmp_path, settings, "png"))
     delta = colour.delta_E(got, lab(patch_means(raw_values(path))), method="CIE 2000")
     assert delta.max() < 0.5
+
+
+@pytest.mark.parametrize("primaries, transfer, converted", [
+    (1, 13, False), (2, 2, False), (1, 1, False),  # sRGB / unspecified / BT.709 on sRGB primaries: as is
+    (12, 13, True), (9, 1, True), (9, 14, True), (11, 13, True),  # wide gamut: converted
+    (9, 16, False), (9, 18, False), (99, 13, False),  # PQ / HLG (HDR: needs tone mapping), unknown
+])
+def test_which_nclx_colour_is_converted(primaries: int, transfer: int, converted: bool) -> None:
+    from jobs.convert.colour import nclx_profile
+
+    profile = nclx_profile({"color_primaries": primaries, "transfer_characteristics": transfer})
+    assert (profile is not None) == converted

@@ -97,7 +97,9 @@ def nclx_profile(nclx: dict[str, Any]) -> bytes | None:
         transfer = int(nclx.get("transfer_characteristics", 2))
     except (TypeError, ValueError):
         return None
-    if primaries in SRGB_CODES and transfer in (2, 13):
+    if primaries in SRGB_CODES and (transfer in (2, 13) or TRANSFERS.get(transfer) == ("bt709",)):
+        # sRGB's own primaries; a BT.709 camera curve on them is shown as sRGB by browsers and
+        # viewers alike (some encoders write 1/1/1 for plain sRGB pictures), so nothing to convert.
         return None
     if primaries in SRGB_CODES:
         primaries = 1
