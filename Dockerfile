@@ -18,8 +18,8 @@ COPY .ci/system-packages.txt /tmp/system-packages.txt
 RUN apt-get update \
     && sed -e 's/#.*//' /tmp/system-packages.txt | xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* /tmp/system-packages.txt \
-    && tesseract --list-langs | grep -qx eng \
-    && tesseract --list-langs | grep -qx osd
+    && for l in eng osd deu fra spa ita por nld chi_sim chi_tra jpn kor; do \
+           tesseract --list-langs | grep -qx "$l" || exit 1; done
 
 WORKDIR /opt/medintake
 COPY setup.cfg pyproject.toml README.md cli.py ./

@@ -35,7 +35,7 @@ log = logging.getLogger("medintake.compute.batch")
 WORKER_SETTINGS = (
     "store_backend", "bucket", "s3_endpoint_url", "uploads_prefix", "results_prefix",
     "database_url", "database_secret", "aws_region", "entities_backend", "comprehend_operations",
-    "comprehend_concurrency", "local_icd10cm", "ocr_low_confidence", "ocr_languages",
+    "comprehend_concurrency", "local_icd10cm", "ocr_low_confidence", "ocr_languages", "ocr_auto_languages",
     "ocr_page_workers", "text_engine", "ocr_timeout", "ocr_dpi", "max_upload_bytes", "max_pages",
     "max_image_pixels", "log_level",
 )

@@ -83,7 +83,11 @@ class Settings:
     # one machine builds it once whatever the data folder; the worker image ships one built.
     cache_dir: Path | None = None
     ocr_low_confidence: float = 60.0  # entities over an OCR word below this confidence get LOW_CONFIDENCE
-    ocr_languages: str = "eng"
+    # "auto": each page's language chosen among ocr_auto_languages (first Latin one read first,
+    # OSD's script and function words pick another; jobs/extract/languages.py); anything else,
+    # e.g. "eng" or "deu+eng", pins the set for every page and skips detection.
+    ocr_languages: str = "auto"
+    ocr_auto_languages: str = "eng+deu+fra+spa+ita+por+nld+chi_sim+chi_tra+jpn+kor"
     ocr_page_workers: int = 1  # pages OCR'd in parallel inside one extract job (match its vCPUs)
     text_engine: str = "pdfium"  # text-layer reader: pdfium (fast, column order) | pdfplumber
     tesseract_cmd: str = "tesseract"  # the tesseract program (another build, a wrapper)

@@ -20,6 +20,10 @@ practically unchanged):
 8. orientation (90/180/270): tesseract's OSD, consulted only when the first recognition looks poor
    (low confidence, or word boxes standing upright), so an upright page costs exactly one
    tesseract run; when OSD cannot decide (sparse pages) the rotations are tried and scored.
+
+Languages (``ocr_languages=auto``, :mod:`jobs.extract.languages`): the first pass reads with the
+region's first Latin language; OSD's script (when orientation consulted it) or the first pass's
+function words choose another listed traineddata, and only then is the page read again.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from jobs.extract import languages as lang
 from jobs.extract.orientation import fix_orientation
 from jobs.extract.preprocess import preprocess, to_gray
 from jobs.extract.tesseract import Recognition, recognise
@@ -72,11 +77,16 @@ def ocr_image(image: Image.Image, settings: Settings, *, dpi: float | None, want
     with tempfile.TemporaryDirectory(prefix="medintake-ocr-") as tmp:
         workdir = Path(tmp)
         t0 = time.perf_counter()
-        rec = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir)
+        rec = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
+                        languages=lang.first_pass(settings))
         rotation = 0
         if rec.looks_poor():
             rotation, prepared, rec = fix_orientation(gray, prepared, rec, settings, dpi, want_pdf, workdir,
                                                        photo_check)
+        better = lang.latin_guess(rec.text, rec.languages, settings)
+        if better:
+            rec = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
+                            languages=better)
         timings["ocr"] = time.perf_counter() - t0
     return OcrPage(rec, prepared.gray, prepared.dpi, rotation, prepared.skew, prepared.scale,
                    prepared.perspective, timings)

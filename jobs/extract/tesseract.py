@@ -121,6 +121,7 @@ class Recognition:
     words: list[dict[str, Any]]
     mean_confidence: float | None
     pdf: bytes | None = None
+    languages: str = ""  # the -l value it was read with
 
     @property
     def quality(self) -> float:
@@ -218,9 +219,14 @@ def _assemble(order: list[tuple[int, int, int]], grouped: dict[tuple[int, int, i
     return Recognition("".join(parts), lines, words, mean)
 
 
-def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool, workdir: Path) -> Recognition:
-    """One tesseract run on a grayscale array: TSV (and a text-only PDF) in the same pass."""
-    langs = check_languages(settings.ocr_languages)
+def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool, workdir: Path,
+              languages: str | None = None) -> Recognition:
+    """One tesseract run on a grayscale array: TSV (and a text-only PDF) in the same pass.
+
+    ``languages`` is the ``-l`` value chosen for the page (:mod:`jobs.extract.languages`); None
+    reads with the pinned ``ocr_languages``.
+    """
+    langs = check_languages(languages or settings.ocr_languages)
     image = write_pgm(gray, workdir / "page.pgm")
     base = workdir / "out"
     for stale in ("out.tsv", "out.pdf"):
@@ -233,6 +239,7 @@ def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool,
     result = parse_tsv(read_text_file(workdir / "out.tsv"))
     if want_pdf:
         result.pdf = (workdir / "out.pdf").read_bytes()
+    result.languages = langs
     return result
 
 
@@ -247,10 +254,23 @@ def read_text_file(path: Path) -> str:
 _osd_warned = False  # log the missing-OSD-data warning once per process
 _OSD_ROTATE = re.compile(r"Rotate:\s*(\d+)")
 _OSD_CONF = re.compile(r"Orientation confidence:\s*([\d.]+)")
+_OSD_SCRIPT = re.compile(r"Script:\s*(\w+)")
+_OSD_SCRIPT_CONF = re.compile(r"Script confidence:\s*([\d.]+)")
 
 
-def detect_orientation(gray: np.ndarray, settings: Settings, *, workdir: Path) -> tuple[int, float] | None:
-    """Clockwise rotation (0/90/180/270) that makes the page upright, with OSD's confidence.
+@dataclass(frozen=True)
+class Osd:
+    """What one OSD run says about a page: the clockwise rotation that makes it upright, and its
+    script (``Latin``, ``Han``, ``Japanese``, ``Hangul``...), each with OSD's confidence."""
+
+    rotation: int
+    confidence: float
+    script: str | None = None
+    script_confidence: float = 0.0
+
+
+def detect_orientation(gray: np.ndarray, settings: Settings, *, workdir: Path) -> Osd | None:
+    """Clockwise rotation (0/90/180/270) that makes the page upright, and the page's script.
 
     None when OSD cannot decide (sparse pages: "Too few characters"), which is not an error.
     """
@@ -268,4 +288,6 @@ def detect_orientation(gray: np.ndarray, settings: Settings, *, workdir: Path) -
     rot, conf = _OSD_ROTATE.search(out), _OSD_CONF.search(out)
     if not rot or not conf:
         return None
-    return int(rot.group(1)) % 360, float(conf.group(1))
+    script, script_conf = _OSD_SCRIPT.search(out), _OSD_SCRIPT_CONF.search(out)
+    return Osd(int(rot.group(1)) % 360, float(conf.group(1)), script.group(1) if script else None,
+               float(script_conf.group(1)) if script_conf else 0.0)
