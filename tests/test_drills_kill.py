@@ -163,8 +163,9 @@ def test_killed_workers_are_retried_and_leave_one_attempts_outputs(tmp_path, mon
     print(f"\nkill drill ({shape} shape): {len(kills)} SIGKILLs ({', '.join(sorted({k['at'] for k in kills}))}) over "
           f"{len(PLAN)} documents in {seconds:.1f} s; each retried (exit 137 -> RETRY); "
           f"{'the every-attempt kill FAILED after ' + str(attempts_allowed) + ' attempts; ' if stale_checked else ''}no mix of "
-          f"attempts in outputs, rows or fields; {len(notices)} notices; the FAILED document keeps "
-          f"{len(stale)} object(s) of its killed attempts that its manifest does not name")
+          f"attempts in outputs, rows or fields; {len(notices)} notices"
+          + (f"; the FAILED document keeps {len(stale)} object(s) of its killed attempts that its manifest "
+             f"does not name" if stale_checked else ""))
 
 
 def _kills(drill: Path) -> list[dict]:
