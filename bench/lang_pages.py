@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 NO_SPACES = {"chi_sim", "chi_tra", "jpn"}  # wrapped by character; compared without spaces
+_NO_LINE_START = set("。、，．：；！？）」』")  # CJK line-breaking rule: these never start a line
 
 
 def font_for(lang: str) -> Path:
@@ -28,7 +29,7 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int, by_char: bool) ->
     cur = ""
     for unit in units:
         cand = unit if not cur else cur + sep + unit
-        if font.getlength(cand) <= width or not cur:
+        if font.getlength(cand) <= width or not cur or (by_char and unit in _NO_LINE_START):
             cur = cand
         else:
             lines.append(cur)

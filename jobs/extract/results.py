@@ -21,6 +21,7 @@ class PageResult:
     chars: int = 0
     words: int = 0
     mean_confidence: float | None = None  # 0..100, OCR pages only
+    languages: str | None = None  # tesseract -l value the page was read with, OCR pages only
 
 
 @dataclass

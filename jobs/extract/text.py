@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from jobs.extract import ocr, tesseract
 from jobs.extract import pdf as pdfmod
+from jobs.extract.languages import first_pass
 from jobs.extract.results import ExtractResult, PageResult
 from jobs.identify import DECODE_ERRORS, FileKind, open_image, open_pdfium
 from pipeline.errors import CorruptFile, MedintakeError
@@ -64,11 +65,22 @@ def extract_text(src: Path, kind: FileKind, out_dir: Path, settings: Settings) -
              sum(1 for p in out.results if p.source == "ocr"), out.timings["total"])
     return ExtractResult(
         pages=out.results,
-        language=settings.ocr_languages,
+        language=_document_languages(out.results, settings),
         searchable_pdf=out.searchable_written,
         tool_versions=tool_versions(settings),
         timings={k: round(v, 4) for k, v in out.timings.items()},
     )
+
+
+def _document_languages(pages: list[PageResult], settings: Settings) -> str:
+    """The languages the OCR'd pages were read with ('+'-joined, first seen first); without OCR
+    pages, the first-pass set (ocr_languages=auto chooses per page: jobs/extract/languages.py)."""
+    seen: list[str] = []
+    for page in pages:
+        for code in (page.languages or "").split("+"):
+            if code and code not in seen:
+                seen.append(code)
+    return "+".join(seen) or first_pass(settings)
 
 
 def tool_versions(settings: Settings) -> dict[str, str]:
@@ -519,6 +531,7 @@ def _ocr_outcome(page_no: int, page: ocr.OcrPage, page_size_pt: tuple[float, flo
         "text_offset": 0,
         "chars": len(rec.text),
         "mean_confidence": rec.mean_confidence,
+        "languages": rec.languages,
         "lines": rec.lines,
         "words": rec.words,
     }
@@ -526,7 +539,7 @@ def _ocr_outcome(page_no: int, page: ocr.OcrPage, page_size_pt: tuple[float, flo
     width, height = (page_size_pt if from_pdf else (page.width, page.height))
     result = PageResult(page_no=page_no, source=source, width=width, height=height,
                         rotation=page.rotation, dpi=page.dpi, chars=len(rec.text), words=len(rec.words),
-                        mean_confidence=rec.mean_confidence)
+                        mean_confidence=rec.mean_confidence, languages=rec.languages)
     return OcrOutcome(record, rec.text, page_pdf, result, timings)
 
 
