@@ -17,8 +17,9 @@ language:
 * A Latin page that read well is checked for its language by function words (the, und, les, de,
   che...): counting them in the first pass's text takes microseconds, where a statistical
   identifier's model took 2-3 s to load per worker process (py3langid, measured). When another
-  listed language wins clearly, the page is read again with it. A page with too little text to
-  tell keeps the first pass.
+  listed language wins clearly, the page is read again with it, and that reading is kept unless
+  its mean word confidence is clearly lower. A page with too little text to tell keeps the first
+  pass.
 
 bench/README-languages.md has what each choice costs and gains.
 """
@@ -101,7 +102,7 @@ def latin_guess(text: str, used: str, settings: Settings) -> str | None:
     candidates = [code for code in _listed(settings) if code in _FUNCTION_WORDS]
     if used not in candidates or len(candidates) < 2:  # a CJK page stays CJK
         return None
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = [w.lower() for w in _WORD.findall(text) if len(w) >= 2]  # OCR noise is single letters
     hits = {code: sum(w in _FUNCTION_WORDS[code] for w in words) for code in candidates}
     best = max(candidates, key=lambda code: hits[code])
     if best == used or hits[best] < _MIN_HITS or hits[best] < _MARGIN * hits.get(used, 0):

@@ -44,6 +44,11 @@ from pipeline.errors import ToolFailed
 from pipeline.settings import Settings
 
 
+# A re-read in the language the function words point to is kept unless its mean word confidence
+# falls this far below the first pass's (a misled guess reads worse, not the same).
+_CONFIDENCE_SLACK = 3.0
+
+
 @dataclass
 class OcrPage:
     """One OCR'd page: recognition in the prepared image's pixel space, plus provenance."""
@@ -85,8 +90,10 @@ def ocr_image(image: Image.Image, settings: Settings, *, dpi: float | None, want
                                                        photo_check)
         better = lang.latin_guess(rec.text, rec.languages, settings)
         if better:
-            rec = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
-                            languages=better)
+            again = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
+                              languages=better)
+            if (again.mean_confidence or 0.0) >= (rec.mean_confidence or 0.0) - _CONFIDENCE_SLACK:
+                rec = again
         timings["ocr"] = time.perf_counter() - t0
     return OcrPage(rec, prepared.gray, prepared.dpi, rotation, prepared.skew, prepared.scale,
                    prepared.perspective, timings)
