@@ -101,6 +101,9 @@ def run_job(settings: Settings, kind: str, document_id: str, attempt: int) -> di
 
 #: The stages of one document, in order, inside one process (entities reads extract's text.txt).
 SEQUENCE: tuple[str, ...] = ("extract", "entities", "convert")
+#: Starts the line that opens and the one that closes a document's part of a child's log
+#: (``<ROW_MARK> <row id> begins: ...`` / ``<ROW_MARK> <row id> ends: <status>``): compute/job_logs.py.
+ROW_MARK = "medintake-row"
 
 
 def run_slice(settings: Settings, manifest_key: str) -> int:
@@ -141,7 +144,10 @@ def run_slice(settings: Settings, manifest_key: str) -> int:
         doc = repository.get_document(settings, item.document_id)
         if doc.attempt != item.attempt or doc.status in FINAL_STATUSES:
             continue
-        run_document(settings, store, rid, item, job_id)
+        try:
+            run_document(settings, store, rid, item, job_id)
+        finally:
+            log.info("%s %s ends", ROW_MARK, rid)
         ran += 1
     log.info("child done: %d of %d document(s) run now", ran, len(entries))
     return ran
@@ -154,31 +160,30 @@ def run_document(settings: Settings, store: Store, rid: str, item: Any, job_id: 
 
     started = utcnow()
     stages: dict[str, Any] = {}
+    # Wall seconds of each stage (the per_document shape has them as its three rows' durations),
+    # and markers around the document's lines so `jobs show <row>` can cut its part of the log.
+    seconds: dict[str, float] = {}
+    log.info("%s %s begins: document %s attempt %d", ROW_MARK, rid, item.document_id, item.attempt)
     try:
-        with tempfile.TemporaryDirectory(prefix="medintake-") as tmp:
-            for kind in SEQUENCE:
-                work = Path(tmp) / kind
-                work.mkdir()
-                ctx = JobContext(settings, store, item.document_id, item.attempt, work)
-                stages[kind] = job_function(kind)(ctx)
+        run_stages(settings, store, item, stages, seconds)
     except RejectedInput as exc:
         repository.settle_row(settings, rid, "FAILED", int(ExitCode.REJECTED_INPUT), DOCUMENT_DONE,
-                              result={"stages": stages, "batch_job_id": job_id},
+                              result={"stages": stages, "seconds": seconds, "batch_job_id": job_id},
                               reason=(exc.reason_code, exc.message), started_at=started)
         log.info("document %s attempt %d rejected (%s)", item.document_id, item.attempt, exc.reason_code)
         return
     except MedintakeError as exc:
         code = int(exc.exit_code)
         repository.settle_row(settings, rid, "FAILED", code, f"{DOCUMENT_DONE}: {type(exc).__name__}",
-                              result={"stages": stages, "batch_job_id": job_id}, started_at=started)
+                              result={"stages": stages, "seconds": seconds, "batch_job_id": job_id}, started_at=started)
         log.warning("document %s attempt %d failed: %s [%s] exit=%d", item.document_id, item.attempt,
                     exc.message, type(exc).__name__, code)
         return
     except Exception as exc:  # a bug: recorded as retryable; the message may hold PHI, so type only
         repository.settle_row(settings, rid, "FAILED", int(ExitCode.INTERNAL), f"{DOCUMENT_DONE}: {type(exc).__name__}",
-                              result={"stages": stages, "batch_job_id": job_id}, started_at=started)
+                              result={"stages": stages, "seconds": seconds, "batch_job_id": job_id}, started_at=started)
         log.error("document %s attempt %d crashed: %s", item.document_id, item.attempt, type(exc).__name__)
         return
     repository.settle_row(settings, rid, "SUCCEEDED", 0, DOCUMENT_DONE,
-                          result={"stages": stages, "batch_job_id": job_id}, started_at=started)
+                          result={"stages": stages, "seconds": seconds, "batch_job_id": job_id}, started_at=started)
     log.info("document %s attempt %d done", item.document_id, item.attempt)
