@@ -847,10 +847,14 @@ def documents_show(ctx: click.Context, document_id: str, show_phi: bool, as_json
     for a in d.attempts:
         label = "retired (half-submitted graph)" if a.attempt == 0 else str(a.attempt)
         _section(f"attempt {label}" + (" (current)" if a.attempt == d.attempt else ""), styled)
+        # The array shape: one `process` row per try of the document; where it ran (the array
+        # job, the child's index, the document's place in the child's slice) is in the columns.
+        placed = any(j.batch_job_id for j in a.jobs)
         click.echo(render_table(("kind", "job", "status", "tries", "exit", "status reason", "started", "stopped",
-                                 "duration"),
+                                 "duration") + (("try", "batch job", "index", "position") if placed else ()),
                                 [(j.kind, j.job_id, j.status, j.tries, j.exit_code, j.status_reason,
                                   _when(j.started_at), _when(j.stopped_at), _took(j.duration_seconds))
+                                 + ((j.document_try, j.batch_job_id, j.array_index, j.position) if placed else ())
                                  for j in a.jobs], styled))
         if a.notice:
             n = a.notice
@@ -893,6 +897,10 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
     The log is the local compute environment's file (<data dir>/logs/<kind>-<job>-<attempt>.log)
     or, with compute_backend=batch, the CloudWatch Logs stream DescribeJobs names (Batch keeps
     finished jobs about a day; after that the stream is not known).
+
+    In the array shape (job_shape=array) JOB_ID may be a document's row (<child>#<position>: the
+    document's part of its child's log), a child as Batch names it (<array job id>:<index>: its
+    documents and compute attempts) or the array job's id (its children).
     """
     from compute.job_logs import job_log_tail
     from pipeline import history
@@ -905,7 +913,8 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
         _fail(exc)
     log_error: MedintakeError | None = None
     try:
-        tail = job_log_tail(settings, job.job_id, lines=lines, attempt=try_no)
+        tail = job_log_tail(settings, job.job_id, lines=lines, attempt=try_no,
+                            array_children=[c["job_id"] for c in job.children] if job.unit == "array" else None)
     except MedintakeError as exc:
         tail, log_error = None, exc
     if as_json:
@@ -920,7 +929,25 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
             ("status reason", job.status_reason), ("reason", job.reason_code),
             ("reason message", job.reason_message), ("created", _when(job.created_at)),
             ("started", _when(job.started_at)), ("stopped", _when(job.stopped_at)),
-            ("duration", _took(job.duration_seconds))], styled))
+            ("duration", _took(job.duration_seconds))]
+            + ([("unit", job.unit), ("batch job", job.batch_job_id), ("array index", job.array_index),
+                ("position", job.position), ("document try", job.document_try), ("child", job.unit_job_id)]
+               if job.unit != "job" else []), styled))
+        if job.unit == "document":
+            click.echo(f"(one document of the child {job.unit_job_id}: the attempts and state changes below are "
+                       "the child's)")
+        if job.children:
+            _section(f"children ({len(job.children)})", styled)
+            click.echo(render_table(("index", "child", "status", "tries", "exit", "documents", "failed"),
+                                    [(c["index"], c["job_id"], c["status"], c["tries"], c["exit_code"],
+                                      c["documents"], c["failed"]) for c in job.children], styled))
+        if job.documents:
+            _section(f"documents ({len(job.documents)})", styled)
+            click.echo(render_table(("position", "row", "document", "attempt", "try", "status", "exit", "reason",
+                                     "duration"),
+                                    [(d["position"], d["job_id"], d["document_id"], d["attempt"], d["document_try"],
+                                      d["status"], d["exit_code"], d["reason_code"], _took(d["seconds"]))
+                                     for d in job.documents], styled))
         logs = tail.attempts if tail else {}
         _section("attempts", styled)
         click.echo(render_table(("try", "started", "stopped", "duration", "exit", "outcome", "status reason", "log"),
@@ -935,7 +962,10 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
             _section("stage timings (seconds)", styled)
             click.echo(render_pairs(list(job.stages.items()), styled))
         if tail is not None and tail.location:
-            _section(f"log, attempt {tail.attempt}, last {lines} lines: {tail.location}", styled)
+            part = {"document": "this document's part, ", "child": "the child's whole log, "}.get(tail.section or "", "")
+            _section(f"log, attempt {tail.attempt}, {part}last {lines} lines: {tail.location}", styled)
+            if tail.note:
+                click.echo(f"({tail.note})")
             click.echo("\n".join(tail.lines) if tail.lines else "(no lines)")
         elif tail is not None:
             _section("log", styled)

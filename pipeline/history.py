@@ -164,6 +164,52 @@ class JobSummary:
     started_at: datetime | None
     stopped_at: datetime | None
     duration_seconds: float | None
+    # The array shape (kind "process"): the Batch job that ran the document (an array job's id,
+    # or a plain job's), the child's index in it, the document's position in the child's slice,
+    # and the try of the document attempt (1, then 2.. when the document was resubmitted alone).
+    batch_job_id: str | None = None
+    array_index: int | None = None
+    position: int | None = None
+    document_try: int | None = None
+
+
+@dataclass(frozen=True)
+class RowPlace:
+    """Where an array-shape row ran: ``<unit>#<position>``, the unit ``<parent>:<index>`` or plain."""
+
+    unit_job_id: str  # the child (or plain job) whose log and state changes are the document's
+    batch_job_id: str  # the array job (or the plain job)
+    array_index: int | None  # None for a plain job
+    position: int
+    document_try: int | None
+
+
+def row_place(job_id: str, kind: str, name: str | None = None) -> RowPlace | None:
+    """The place of an array-shape row from its id and name (both hold it); None for other rows."""
+    from pipeline.batching import PROCESS_KIND
+
+    unit, sep, pos = job_id.rpartition("#")
+    if kind != PROCESS_KIND or not sep or not pos.isdigit():
+        return None
+    parent, colon, index = unit.rpartition(":")
+    is_child = bool(colon) and index.isdigit()
+    tries = (name or "").rpartition("-t")[2]
+    return RowPlace(unit_job_id=unit, batch_job_id=parent if is_child else unit,
+                    array_index=int(index) if is_child else None, position=int(pos),
+                    document_try=int(tries) if tries.isdigit() else None)
+
+
+def stage_rows(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """An array-shape row's result as per-stage entries {stage: {"seconds", "stages"}}, in run order.
+
+    The child records each stage's result (with its sub-stage ``timings``) under ``stages`` and
+    its wall seconds under ``seconds``; rows written before ``seconds`` existed have None there.
+    """
+    result = result or {}
+    seconds = result.get("seconds") or {}
+    return {kind: {"seconds": seconds.get(kind), "stages": dict((r or {}).get("timings") or {}),
+                   "outputs": dict((r or {}).get("outputs") or {})}
+            for kind, r in (result.get("stages") or {}).items()}
 
 
 @dataclass
@@ -197,11 +243,16 @@ class DocumentDetail:
 
 
 def _job_summary(j: dict[str, Any]) -> JobSummary:
+    place = row_place(j["id"], j["kind"], j.get("name"))
     return JobSummary(job_id=j["id"], attempt=j["attempt"], kind=j["kind"], status=j["status"], tries=j["tries"],
                       exit_code=j["exit_code"], status_reason=j["status_reason"], reason_code=j["reason_code"],
                       created_at=aware(j["created_at"]), started_at=aware(j["started_at"]),
                       stopped_at=aware(j["stopped_at"]),
-                      duration_seconds=seconds_between(j["started_at"], j["stopped_at"]))
+                      duration_seconds=seconds_between(j["started_at"], j["stopped_at"]),
+                      batch_job_id=place.batch_job_id if place else None,
+                      array_index=place.array_index if place else None,
+                      position=place.position if place else None,
+                      document_try=place.document_try if place else None)
 
 
 def show_document(settings: Settings, document_id: str, show_phi: bool = False, store: Any | None = None
@@ -231,11 +282,27 @@ def show_document(settings: Settings, document_id: str, show_phi: bool = False, 
     current = [j for j in data.jobs if j["attempt"] == doc["attempt"]]
     timings: dict[str, dict[str, Any]] = {}
     outputs: dict[str, str] = {}
+    stage_kinds: set[str] = set()
     for j in current:
         r = results.get(j["id"]) or {}
+        place = row_place(j["id"], j["kind"], j.get("name"))
         timings[j["kind"]] = {"status": j["status"], "tries": j["tries"],
                               "seconds": seconds_between(j["started_at"], j["stopped_at"]),
                               "stages": dict(r.get("timings") or {})}
+        if place is not None:
+            # The array shape: one row per try of the document, rows in try order, so the latest
+            # try's stages are the ones kept, each with its seconds and sub-stage timings as the
+            # per_document shape's three rows have them.
+            timings[j["kind"]]["job"] = j["id"]
+            timings[j["kind"]]["document_try"] = place.document_try
+            for kind in stage_kinds:
+                timings.pop(kind, None)  # an earlier try's stages
+            stage_kinds = set(stage_rows(r))
+            for kind, t in stage_rows(r).items():
+                timings[kind] = {"status": "SUCCEEDED", "tries": place.document_try, "seconds": t["seconds"],
+                                 "stages": t["stages"], "job": j["id"]}
+                if j["status"] == "SUCCEEDED":
+                    outputs.update(t["outputs"])
         if j["status"] == "SUCCEEDED":
             outputs.update(r.get("outputs") or {})
     outputs.update(notice_rows.get(doc["attempt"], {}).get("outputs") or {})  # adds the manifest
@@ -295,10 +362,10 @@ class TryRecord:
 @dataclass
 class JobDetail:
     job_id: str
-    name: str  # medintake-<kind>-<document id>-a<attempt>: ids only
+    name: str  # medintake-<kind>-<document id>-a<attempt>[-t<try>], medintake-batch-<id>: ids only
     kind: str
-    document_id: str
-    attempt: int
+    document_id: str | None  # None for an array job or a child: they run several documents
+    attempt: int | None
     status: str
     tries: int
     exit_code: int | None
@@ -312,6 +379,19 @@ class JobDetail:
     stages: dict[str, Any]
     changes: list[StatusChange]
     tries_detail: list[TryRecord]
+    # What the id names: "job" (a per_document job: extract/entities/convert), "document" (one
+    # document's row in the array shape, ``<unit>#<position>``), "child" (``<parent>:<index>``, as
+    # Batch names an array child), "array" (the array job: it never runs itself), "plain" (a
+    # process job of one slice, not an array). For a document row, ``changes``/``tries_detail``
+    # are those of the child (or plain job) that ran it: Batch's compute attempts are the child's.
+    unit: str = "job"
+    batch_job_id: str | None = None
+    array_index: int | None = None
+    position: int | None = None
+    document_try: int | None = None
+    unit_job_id: str | None = None  # whose log and state changes these are
+    documents: list[dict[str, Any]] = field(default_factory=list)  # a child's / plain job's rows
+    children: list[dict[str, Any]] = field(default_factory=list)  # an array job's children
 
 
 def rebuild_tries(changes: list[StatusChange]) -> list[TryRecord]:
@@ -340,10 +420,36 @@ def rebuild_tries(changes: list[StatusChange]) -> list[TryRecord]:
     return out
 
 
+def _changes(s: Any, job_id: str) -> list[StatusChange]:
+    events = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.received_at, JobEvent.id))
+    return [StatusChange(time=aware(e.received_at), status=e.status, tries=e.tries, exit_code=e.exit_code,
+                         status_reason=e.status_reason) for e in events]
+
+
+def _row_entry(j: Job) -> dict[str, Any]:
+    place = row_place(j.id, j.kind, j.name)
+    return {"job_id": j.id, "position": place.position if place else None, "document_id": j.document_id,
+            "attempt": j.attempt, "document_try": place.document_try if place else None, "status": j.status,
+            "exit_code": j.exit_code, "reason_code": j.reason_code,
+            "seconds": seconds_between(j.started_at, j.stopped_at),
+            "stages": {k: t["seconds"] for k, t in stage_rows(j.result).items()}}
+
+
+def _flat_stages(result: dict[str, Any] | None) -> dict[str, Any]:
+    """An array-shape row's stage timings flattened for one table: stage, then stage.sub-stage."""
+    out: dict[str, Any] = {}
+    for kind, t in stage_rows(result).items():
+        out[kind] = t["seconds"]
+        out.update({f"{kind}.{k}": v for k, v in t["stages"].items()})
+    return out
+
+
 def show_job(settings: Settings, job_id: str) -> JobDetail:
     """A job (by id, or by its name) and every state change recorded for it.
 
-    Raises JobNotFound (exit 2) for an unknown id.
+    In the array shape the id may also be what Batch shows: an array job's id (its children and
+    their documents), a child's ``<parent>:<index>`` or a plain process job's id (its documents,
+    its compute attempts). Raises JobNotFound (exit 2) for an unknown id.
     """
     from pipeline.review.collect import _no_database
 
@@ -357,19 +463,87 @@ def show_job(settings: Settings, job_id: str) -> JobDetail:
             # the newest job of that name (a retired half-submitted one may share it).
             job = s.scalars(select(Job).where(Job.name == job_id)
                             .order_by(Job.attempt.desc(), Job.created_at.desc()).limit(1)).first()
+            if job is not None and row_place(job.id, job.kind, job.name) is not None \
+                    and row_place(job.id, job.kind, job.name).array_index is None:
+                job_id = row_place(job.id, job.kind, job.name).unit_job_id  # a plain job's name: the job
+                job = None
         if job is None:
-            raise JobNotFound("no job with that id")
-        job_id = job.id
-        events = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
-                                .order_by(JobEvent.received_at, JobEvent.id)))
-        changes = [StatusChange(time=aware(e.received_at), status=e.status, tries=e.tries, exit_code=e.exit_code,
-                                status_reason=e.status_reason) for e in events]
+            return _show_unit(s, job_id)
+        place = row_place(job.id, job.kind, job.name)
+        changes = _changes(s, place.unit_job_id if place else job.id)
         result = job.result or {}
-        return JobDetail(
+        detail = JobDetail(
             job_id=job.id, name=job.name, kind=job.kind, document_id=job.document_id, attempt=job.attempt,
             status=job.status, tries=job.tries, exit_code=job.exit_code, status_reason=job.status_reason,
             reason_code=job.reason_code, reason_message=job.reason_message, created_at=aware(job.created_at),
             started_at=aware(job.started_at), stopped_at=aware(job.stopped_at),
             duration_seconds=seconds_between(job.started_at, job.stopped_at),
-            stages=dict(result.get("timings") or {}), changes=changes, tries_detail=rebuild_tries(changes),
+            stages=_flat_stages(result) if place else dict(result.get("timings") or {}),
+            changes=changes, tries_detail=rebuild_tries(changes),
         )
+        if place is not None:
+            detail.unit = "document"
+            detail.batch_job_id, detail.array_index = place.batch_job_id, place.array_index
+            detail.position, detail.document_try, detail.unit_job_id = place.position, place.document_try, place.unit_job_id
+        return detail
+
+
+def _show_unit(s: Any, job_id: str) -> JobDetail:
+    """An array job, a child or a plain process job: no row of its own, its events and its rows."""
+    from pipeline.batching import PROCESS_KIND
+
+    like = job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    changes = _changes(s, job_id)
+    rows = list(s.scalars(select(Job).where(Job.id.like(f"{like}#%", escape="\\"), Job.kind == PROCESS_KIND)))
+    children: dict[str, list[Job]] = {}
+    if not rows:
+        for j in s.scalars(select(Job).where(Job.id.like(f"{like}:%#%", escape="\\"), Job.kind == PROCESS_KIND)):
+            place = row_place(j.id, j.kind, j.name)
+            if place is not None and place.batch_job_id == job_id:
+                children.setdefault(place.unit_job_id, []).append(j)
+    if not rows and not children and not changes:
+        raise JobNotFound("no job with that id")
+    last = changes[-1] if changes else None
+    parent, colon, index = job_id.rpartition(":")
+    is_child = bool(colon) and index.isdigit()
+    unit = "array" if children or (changes and not rows and not is_child) else ("child" if is_child else "plain")
+    every = rows or [j for js in children.values() for j in js]
+    name = every[0].name if unit == "plain" and len(every) == 1 else None
+    detail = JobDetail(
+        job_id=job_id, name=name or f"medintake-{PROCESS_KIND}", kind=PROCESS_KIND,
+        document_id=every[0].document_id if unit == "plain" and len(every) == 1 else None,
+        attempt=every[0].attempt if unit == "plain" and len(every) == 1 else None,
+        status=last.status if last else _summed_status([j.status for j in every]),
+        tries=max([c.tries for c in changes] + [0]), exit_code=last.exit_code if last else None,
+        status_reason=last.status_reason if last else None, reason_code=None, reason_message=None,
+        created_at=changes[0].time if changes else None,
+        started_at=next((c.time for c in changes if c.status == "RUNNING"), None),
+        stopped_at=last.time if last and last.status in ("SUCCEEDED", "FAILED") else None,
+        duration_seconds=None, stages={}, changes=changes,
+        tries_detail=[] if unit == "array" else rebuild_tries(changes), unit=unit,
+        batch_job_id=parent if is_child else job_id, array_index=int(index) if is_child else None,
+        unit_job_id=None if unit == "array" else job_id,
+    )
+    detail.duration_seconds = seconds_between(detail.started_at, detail.stopped_at)
+    key = lambda j: (row_place(j.id, j.kind, j.name).position, j.id)  # noqa: E731
+    detail.documents = [_row_entry(j) for j in sorted(rows, key=key)]
+    for child_id in sorted(children, key=lambda c: int(c.rpartition(":")[2])):
+        js = sorted(children[child_id], key=key)
+        child_changes = _changes(s, child_id)
+        detail.children.append({
+            "job_id": child_id, "index": int(child_id.rpartition(":")[2]),
+            "status": child_changes[-1].status if child_changes else _summed_status([j.status for j in js]),
+            "tries": max([c.tries for c in child_changes] + [0]),
+            "exit_code": child_changes[-1].exit_code if child_changes else None,
+            "documents": len(js), "failed": sum(j.status == "FAILED" for j in js),
+            "document_ids": [j.document_id for j in js]})
+    return detail
+
+
+def _summed_status(statuses: list[str]) -> str:
+    """A unit's state from its rows when no state change of its own was recorded."""
+    if statuses and all(x == "SUCCEEDED" for x in statuses):
+        return "SUCCEEDED"
+    if statuses and all(x in ("SUCCEEDED", "FAILED") for x in statuses):
+        return "FAILED"
+    return statuses[0] if len(set(statuses)) == 1 else "RUNNING"
