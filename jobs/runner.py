@@ -187,3 +187,19 @@ def run_document(settings: Settings, store: Store, rid: str, item: Any, job_id: 
     repository.settle_row(settings, rid, "SUCCEEDED", 0, DOCUMENT_DONE,
                           result={"stages": stages, "seconds": seconds, "batch_job_id": job_id}, started_at=started)
     log.info("document %s attempt %d done", item.document_id, item.attempt)
+
+
+def run_stages(settings: Settings, store: Store, item: Any, stages: dict[str, Any], seconds: dict[str, float]) -> None:
+    """Every stage of one document in one scratch folder: each stage's result and wall seconds."""
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="medintake-") as tmp:
+        for kind in SEQUENCE:
+            work = Path(tmp) / kind
+            work.mkdir()
+            ctx = JobContext(settings, store, item.document_id, item.attempt, work)
+            t0 = time.monotonic()
+            try:
+                stages[kind] = job_function(kind)(ctx)
+            finally:
+                seconds[kind] = round(time.monotonic() - t0, 3)
