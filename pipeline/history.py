@@ -207,9 +207,12 @@ def stage_rows(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """
     result = result or {}
     seconds = result.get("seconds") or {}
-    return {kind: {"seconds": seconds.get(kind), "stages": dict((r or {}).get("timings") or {}),
-                   "outputs": dict((r or {}).get("outputs") or {})}
-            for kind, r in (result.get("stages") or {}).items()}
+    done = result.get("stages") or {}
+    # A stage that raised has seconds and no result: it is where the document stopped (FAILED).
+    return {kind: {"status": "SUCCEEDED" if kind in done else "FAILED", "seconds": seconds.get(kind),
+                   "stages": dict((done.get(kind) or {}).get("timings") or {}),
+                   "outputs": dict((done.get(kind) or {}).get("outputs") or {})}
+            for kind in [*done, *(k for k in seconds if k not in done)]}
 
 
 @dataclass
@@ -299,7 +302,7 @@ def show_document(settings: Settings, document_id: str, show_phi: bool = False, 
                 timings.pop(kind, None)  # an earlier try's stages
             stage_kinds = set(stage_rows(r))
             for kind, t in stage_rows(r).items():
-                timings[kind] = {"status": "SUCCEEDED", "tries": place.document_try, "seconds": t["seconds"],
+                timings[kind] = {"status": t["status"], "tries": place.document_try, "seconds": t["seconds"],
                                  "stages": t["stages"], "job": j["id"]}
                 if j["status"] == "SUCCEEDED":
                     outputs.update(t["outputs"])

@@ -9,6 +9,13 @@ any extracted text) is in no output without --show-phi and is there with it.
 Filters (status, reason, time window, key prefix, limit and order) also run on MariaDB and
 PostgreSQL with inserted rows (the db_settings fixture).
 
+The array shape (job_shape=array, the default: docs/scale.md): the same kinds of documents plus
+one whose original vanished, dispatched as one event, so one array job ran them (children of two
+documents each); the failing one is resubmitted alone (a plain job) and fails again. The same
+commands then show, per document, the array job and child index of each try, the stage timings the
+child recorded, the document's part of the child's log, and `jobs show` on a child and on the
+array job meaning what Batch means by them.
+
 CloudWatch: moto in-process. moto's DescribeJobs does carry ``attempts[].container.logStreamName``
 for its simple (no Docker) Batch jobs, so the whole path is exercised: a Batch job run by moto,
 its stream created and written, our job row pointing at it, `jobs show` printing the tail.
@@ -176,7 +183,7 @@ def test_documents_show_attempts_jobs_timings_outputs_counts(local):
         assert job_of(s, doc_id, kind, 1).id in out and job_of(s, doc_id, kind, 2).id in out
     assert "extract\ttext_layer\t" in out and "convert\tconvert\t" in out
     assert f"text\tresults/{doc_id}/text.txt" in out and f"manifest\tresults/{doc_id}/manifest.json" in out
-    assert "pages\t2" in out and "renditions\t5" in out
+    assert "pages\t2" in out and "renditions\t3" in out  # the default set: thumbnail, preview, web
     assert "text (first" not in out
     assert_no_phi(result.output, local)
 
@@ -521,3 +528,175 @@ def test_on_a_terminal_the_tables_are_aligned_and_styled_without_phi(local):
     shown = re.sub(r"\x1b\[[0-9;]*m", "", run_in_terminal(local["settings"], "jobs", "show", job.id)).replace("\r", "")
     assert re.search(r"^exit code\s+65$", shown, re.M) and "exit=65" in shown
     assert_no_phi(shown, local)
+
+
+# ---- the array shape: one `process` row per try of a document -----------------------------------
+
+@pytest.fixture(scope="module")
+def processed_array(tmp_path_factory):
+    from compute.runtime import LocalRuntime
+
+    root = tmp_path_factory.mktemp("views-array")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    names = {"completed": ("digital_referral.pdf", "Jane Doe referral.pdf"),
+             "rejected": ("corrupt.pdf", "Jane Doe corrupt.pdf"),
+             "labs": ("screenshot_labs.png", "Jane Doe labs.png"),
+             "failed": ("screenshot_labs.png", "Jane Doe gone.png")}
+    for source, name in names.values():
+        shutil.copy(FILES / source, inbox / name)
+    settings = Settings.load(data_dir=root / "data", workers=2, job_shape="array", array_child_documents=2,
+                             document_retries=1)
+    with LocalRuntime(settings) as runtime:
+        refs = {k: runtime.upload(inbox / name) for k, (_, name) in names.items()}
+        runtime.store.delete_prefix(refs["failed"].key)  # every try of this one fails
+        runtime.dispatcher.handle_event({"Records": [r for ref in refs.values()
+                                                     for r in s3_notification(ref)["Records"]]})
+        ids = {k: ref.document_id for k, ref in refs.items()}
+        runtime.run_until_final(list(ids.values()), max_seconds=300)
+    docs = repository.find_documents(settings, list(ids.values()))
+    assert {k: docs[i].status for k, i in ids.items()} == {
+        "completed": "COMPLETED", "rejected": "REJECTED", "labs": "COMPLETED", "failed": "FAILED"}
+    text = runtime.store.get_bytes(f"results/{ids['completed']}/text.txt").decode()
+    database.dispose_engines()
+    return {"settings": settings, **ids, "keys": {d.id: d.object_key for d in docs.values()}, "text": text}
+
+
+@pytest.fixture
+def array_local(processed_array, tmp_path):
+    target = tmp_path / "data"
+    shutil.copytree(processed_array["settings"].data_dir, target, ignore=shutil.ignore_patterns(".lock"))
+    return {**processed_array, "settings": Settings.load(data_dir=target, workers=2, job_shape="array")}
+
+
+def rows_of(settings, doc_id: str) -> list[Job]:
+    return repository.jobs_for(settings, doc_id, 1)
+
+
+def test_array_documents_show_array_job_child_try_and_stage_timings(array_local):
+    s = array_local["settings"]
+    doc_id = array_local["completed"]
+    (row,) = rows_of(s, doc_id)
+    parent, index = row.id.split("#")[0].split(":")
+    result = run(s, "documents", "show", doc_id)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    header, line = out.split("# attempt 1 (current)\n", 1)[1].splitlines()[:2]
+    assert header.split("\t")[-4:] == ["try", "batch job", "index", "position"]
+    assert line.split("\t")[:3] == ["process", row.id, "SUCCEEDED"]
+    assert line.split("\t")[-4:] == ["1", parent, index, row.id.split("#")[1]]
+    assert "extract\ttext_layer\t" in out and "convert\tconvert\t" in out and "extract\tjob\t" in out
+    assert f"text\tresults/{doc_id}/text.txt" in out and f"manifest\tresults/{doc_id}/manifest.json" in out
+    assert "pages\t2" in out and "renditions\t3" in out
+    assert_no_phi(result.output, array_local)
+
+    data = json.loads(run(s, "documents", "show", doc_id, "--json").stdout)
+    (job,) = data["attempts"][0]["jobs"]
+    assert (job["kind"], job["batch_job_id"], job["array_index"], job["document_try"]) == (
+        "process", parent, int(index), 1)
+    assert set(data["timings"]) == {"process", "extract", "entities", "convert"}
+    for stage in ("extract", "entities", "convert"):  # the child's own per-stage wall seconds
+        assert 0 < data["timings"][stage]["seconds"] <= data["timings"]["process"]["seconds"] + 0.5
+    assert data["timings"]["extract"]["stages"]["total"] >= 0
+    assert {"text", "manifest", "renditions/thumbnail"} <= set(data["outputs"])
+
+
+def test_array_documents_show_each_try_where_it_ran(array_local):
+    s = array_local["settings"]
+    first, second = rows_of(s, array_local["failed"])
+    data = json.loads(run(s, "documents", "show", array_local["failed"], "--json").stdout)
+    jobs = data["attempts"][0]["jobs"]
+    assert [(j["job_id"], j["document_try"], j["status"]) for j in jobs] == [
+        (first.id, 1, "FAILED"), (second.id, 2, "FAILED")]
+    assert jobs[0]["array_index"] is not None and jobs[0]["batch_job_id"] == first.id.split(":")[0]
+    assert jobs[1]["array_index"] is None and jobs[1]["batch_job_id"] == second.id.split("#")[0]  # alone
+    assert jobs[0]["reason_code"] == "resubmitted" and data["reason_code"] == "job_failed"
+    rejected = json.loads(run(s, "documents", "show", array_local["rejected"], "--json").stdout)
+    (job,) = rejected["attempts"][0]["jobs"]
+    assert job["exit_code"] == 65 and job["reason_code"] == "corrupt_file"
+    assert list(rejected["outputs"]) == ["manifest"]
+
+
+def test_array_jobs_show_a_document_row_with_its_part_of_the_child_log(array_local):
+    s = array_local["settings"]
+    (row,) = rows_of(s, array_local["rejected"])
+    child = row.id.split("#")[0]
+    mates = [r for k in ("completed", "labs", "failed") for r in rows_of(s, array_local[k])
+             if r.id.split("#")[0] == child]
+    assert mates, "the rejected document shared its child with another"
+    result = run(s, "jobs", "show", row.id)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    parent, index = child.split(":")
+    assert f"batch job\t{parent}" in out and f"array index\t{index}" in out and f"child\t{child}" in out
+    assert "exit code\t65" in out and "reason\tcorrupt_file" in out
+    changes = out.split("# state changes\n", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert [c.split("\t")[1] for c in changes][-1] == "SUCCEEDED"  # the child's: it ran its slice
+    log = s.data_dir.resolve() / "logs" / f"process-{parent}-{index}-1.log"
+    assert log.is_file()
+    assert f"this document's part, last 40 lines: {log}" in out
+    part = out.split(f"last 40 lines: {log}\n", 1)[1].strip().splitlines()
+    assert f"medintake-row {row.id} begins" in part[0] and f"medintake-row {row.id} ends" in part[-1]
+    assert any("rejected (corrupt_file)" in line for line in part)
+    whole = log.read_text()
+    for mate in mates:
+        assert f"medintake-row {mate.id} begins" in whole and mate.id not in "\n".join(part)
+    assert_no_phi(result.output, array_local)
+    data = json.loads(run(s, "jobs", "show", row.id, "--json").stdout)
+    assert data["unit"] == "document" and data["log"]["section"] == "document"
+    assert data["tries_detail"][0]["outcome"] == "SUCCEEDED"
+    assert list(data["stages"]) == ["extract"] and data["stages"]["extract"] > 0  # rejected inside extract
+    done = json.loads(run(s, "jobs", "show", rows_of(s, array_local["completed"])[0].id, "--json").stdout)
+    assert {"extract", "entities", "convert", "extract.total"} <= set(done["stages"])
+
+
+def test_array_jobs_show_a_child_and_the_array_job_as_batch_means_them(array_local):
+    s = array_local["settings"]
+    (row,) = rows_of(s, array_local["completed"])
+    child = row.id.split("#")[0]
+    parent, index = child.split(":")
+    shown = run(s, "jobs", "show", child)
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(run(s, "jobs", "show", child, "--json").stdout)
+    assert (data["unit"], data["batch_job_id"], data["array_index"], data["status"]) == (
+        "child", parent, int(index), "SUCCEEDED")
+    assert row.id in [d["job_id"] for d in data["documents"]]
+    assert [c["status"] for c in data["changes"]][-1] == "SUCCEEDED" and data["tries_detail"]
+    assert data["log"]["section"] is None and data["log"]["lines"]  # the child's whole log
+    assert f"medintake-row {row.id} begins" in "\n".join(data["log"]["lines"])
+    assert "# documents (" in shown.stdout and row.document_id in shown.stdout
+
+    arr = json.loads(run(s, "jobs", "show", parent, "--json").stdout)
+    assert arr["unit"] == "array" and arr["status"] == "SUCCEEDED" and arr["tries_detail"] == []
+    assert [c["job_id"] for c in arr["children"]] == [f"{parent}:{i}" for i in range(len(arr["children"]))]
+    assert sum(c["documents"] for c in arr["children"]) == 4 and len(arr["children"]) == 2
+    assert "an array job runs nothing itself" in arr["log"]["note"]
+    text = run(s, "jobs", "show", parent).stdout
+    assert "# children (2)" in text and f"{parent}:0" in text
+    # A document resubmitted alone ran in a plain job: its id and its name show that job.
+    second = rows_of(s, array_local["failed"])[1]
+    plain = json.loads(run(s, "jobs", "show", second.id.split("#")[0], "--json").stdout)
+    assert plain["unit"] == "plain" and plain["document_id"] == array_local["failed"]
+    by_name = json.loads(run(s, "jobs", "show", second.name, "--json").stdout)
+    assert by_name["job_id"] == second.id.split("#")[0]
+    assert run(s, "jobs", "show", f"{parent}:9").exit_code == 2
+
+
+def test_a_document_part_of_a_child_stream_on_cloudwatch(moto_job):
+    """A row of the array shape on AWS: its unit's stream (DescribeJobs), its part cut out."""
+    s, unit, stream = moto_job["settings"], moto_job["job_id"], moto_job["stream"]
+    lines = []
+    for pos in (0, 1):
+        lines += [f"medintake-row {unit}#{pos} begins: document d{pos} attempt 1",
+                  *[json.dumps({"doc": pos, "n": n}) for n in range(3)], f"medintake-row {unit}#{pos} ends"]
+    start = int(time.time() * 1000)
+    moto_job["logs"].put_log_events(logGroupName="/aws/batch/medintake-dev", logStreamName=stream,
+                                    logEvents=[{"timestamp": start + i, "message": m} for i, m in enumerate(lines)])
+    with transaction(s) as session:
+        session.add(Job(id=f"{unit}#1", document_id="7" * 32, attempt=1, kind="process",
+                        name=f"medintake-process-{'7' * 32}-a1-t1", status="SUCCEEDED", tries=1, depends_on=[]))
+    data = json.loads(run(s, "jobs", "show", f"{unit}#1", "--json", env=moto_job["env"]).stdout)
+    assert data["log"]["section"] == "document" and data["log"]["log_job_id"] == unit
+    assert data["log"]["lines"] == lines[5:]
+    assert job_logs.document_section(lines, f"{unit}#7") is None
+    assert job_logs.document_section(lines[:7], f"{unit}#1") == lines[5:7]  # still running: to the end
