@@ -661,9 +661,12 @@ def queue() -> None:
               help="Redraw in place every SECONDS (default 5) until Ctrl-C (which exits 0).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (with --watch: one per refresh, per line).")
 @click.option("--endpoint-url", default=None, hidden=True, help="Send the Batch calls here (moto's server).")
+@click.option("--now", "at", type=float, default=None, hidden=True,
+              help="Report as of this Unix time (a fixed clock: tests, replaying a screen).")
 @click.pass_context
 def queue_status(ctx: click.Context, window: float, stuck_after: float, max_failures: int,
-                 regions: tuple[str, ...], watch_every: float | None, as_json: bool, endpoint_url: str | None) -> None:
+                 regions: tuple[str, ...], watch_every: float | None, as_json: bool, endpoint_url: str | None,
+                 at: float | None) -> None:
     """Per job queue and state: counts, the oldest RUNNABLE job and the likely cause when it is
     stuck, failures grouped by status reason and exit code, documents finished and p50/p95
     upload-to-notice latency over the last hour (always from our database).
@@ -690,7 +693,7 @@ def queue_status(ctx: click.Context, window: float, stuck_after: float, max_fail
 
     def once() -> int:
         report = gather(settings, regions=regions, window=window, stuck_after=stuck_after,
-                        max_failures=max_failures, endpoint_url=endpoint_url)
+                        max_failures=max_failures, endpoint_url=endpoint_url, now=at)
         text = json.dumps(report.to_dict(), sort_keys=True) if as_json else render(report, styled)
         if watch_every is not None and not as_json:
             click.clear()

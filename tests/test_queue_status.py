@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -51,8 +52,14 @@ NOW = 1_790_000_000.0  # a fixed "now" for the Batch scenarios (epoch seconds)
 # The local compute environment's database
 # ---------------------------------------------------------------------------------------------
 
+#: A fixed clock for the rows (Unix time), set by a test that also passes it as `queue status --now`,
+#: so ages print exactly (45m, not 45m01s on a loaded machine); None: the real clock.
+CLOCK: float | None = None
+
+
 def _utc(seconds_ago: float) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
+    now = datetime.now(timezone.utc) if CLOCK is None else datetime.fromtimestamp(CLOCK, tz=timezone.utc)
+    return now - timedelta(seconds=seconds_ago)
 
 
 def _doc(s, doc_id: str | None = None, created_ago: float = 60.0, status: str = "QUEUED") -> str:
@@ -657,8 +664,10 @@ def _record(name: str, screen: str) -> None:
         (Path(SCREENS) / f"{name}.txt").write_text(screen + "\n")
 
 
-def test_three_screens_in_a_terminal(local, terminal):
-    cmd = f"medintake --data-dir {local.data_dir} queue status"
+def test_three_screens_in_a_terminal(local, terminal, monkeypatch):
+    at = float(int(time.time()))  # one fixed clock for the rows and the three screens
+    monkeypatch.setattr(sys.modules[__name__], "CLOCK", at)
+    cmd = f"medintake --data-dir {local.data_dir} queue status --now {at:.0f}"
     healthy, code = terminal.command(cmd)
     assert code == 0 and healthy.endswith("healthy") and "\t" not in healthy  # aligned, not tab-separated
     assert re.search(r"^local +medintake +0 +0 +0 +0 +0 +3 +6 +- +OK$", healthy, re.M)
