@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 import stat
 import subprocess
 import sys
@@ -64,13 +65,14 @@ def make_thirty_page_pdf(dest: Path) -> Path:
     return dest
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, shape: str = "per_document") -> subprocess.CompletedProcess:
     """The command in its own interpreter, so its real stderr (log lines) is captured."""
     return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600, check=False,
-                          # The per-stage job shape, whose timeline the page's tests read stage by stage.
+                          # The per-stage job shape by default (three jobs a document); the array
+                          # shape's page is tested on its own documents below.
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("MEDINTAKE_")},
-                               "MEDINTAKE_JOB_SHAPE": "per_document"})
+                               "MEDINTAKE_JOB_SHAPE": shape})
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +469,53 @@ def test_a_rejected_document_shows_why(processed, shown, opened):
     assert view.page.locator("section.page").count() == 0
     assert "extract" in view.page.locator("#timeline").inner_text()
     assert_no_network(view)
+
+
+@pytest.fixture(scope="module")
+def shown_array(tmp_path_factory):
+    """The array shape (the default): a letter and an empty PDF as one array job, and their pages."""
+    root = tmp_path_factory.mktemp("review-array")
+    letter = root / f"{PATIENT_NAME} discharge.pdf"
+    shutil.copyfile(FILES / "scanned_discharge.pdf", letter)
+    empty = root / "empty.pdf"
+    shutil.copyfile(FILES / "empty.pdf", empty)
+    data = root / "data"
+    result = run_cli("--data-dir", str(data), "process", "--json", "--workers", "2", str(letter), str(empty),
+                     shape="array")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["COMPLETED", "REJECTED"], result.stderr[-2000:]
+    out = {}
+    for name, row in zip(("letter", "rejected"), rows):
+        shown = run_cli("--data-dir", str(data), "show", row["document_id"], shape="array")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        out[name] = {"path": Path(shown.stdout.strip()), "document_id": row["document_id"], "data": data}
+    return out
+
+
+def test_array_shape_timeline_shows_the_child_each_stage_and_its_state_changes(shown_array, opened):
+    from pipeline import repository
+    from pipeline.settings import Settings
+
+    settings = Settings.load(data_dir=shown_array["letter"]["data"], job_shape="array")
+    (row,) = repository.jobs_for(settings, shown_array["letter"]["document_id"], 1)
+    parent, index = row.id.split("#")[0].split(":")
+    view = opened(shown_array["letter"]["path"])
+    timeline = view.page.locator("#timeline").inner_text()
+    assert "Attempt 1" in timeline and f"try 1: child {index} of array job {parent}" in timeline
+    for kind in ("extract", "entities", "convert"):  # the stages the child ran, each with its seconds
+        assert re.search(rf"\u203a {kind}\s+SUCCEEDED\s+\d+\.\d\d", timeline), timeline
+    assert timeline.count("SUCCEEDED") >= 4
+    view.page.locator("#timeline details summary").first.click()  # the child's state changes
+    changes = view.page.locator("#timeline details").first.inner_text()
+    assert "RUNNING" in changes and f"process ({parent}:{index})" in changes
+    manifest = view.page.locator("#manifest").inner_text()
+    assert all(kind in manifest for kind in ("extract", "entities", "convert"))
+
+    rejected = opened(shown_array["rejected"]["path"])
+    assert "empty_file" in rejected.page.locator("header").inner_text()
+    timeline = rejected.page.locator("#timeline").inner_text()
+    assert re.search(r"\u203a extract\s+FAILED", timeline) and "process" in timeline
+    assert_no_network(rejected)
 
 
 def test_the_same_page_from_s3(processed):

@@ -39,7 +39,7 @@ class ReviewData:
 _DOC_FIELDS = ("id", "bucket", "object_key", "size", "sha256", "file_format", "page_count", "language",
                "status", "reason_code", "reason_message", "attempt", "created_at", "updated_at")
 _JOB_FIELDS = ("id", "attempt", "kind", "name", "status", "tries", "exit_code", "status_reason",
-               "depends_on", "reason_code", "reason_message", "created_at", "started_at", "stopped_at")
+               "depends_on", "reason_code", "reason_message", "created_at", "started_at", "stopped_at", "result")
 _EVENT_FIELDS = ("id", "job_id", "status", "tries", "exit_code", "status_reason", "received_at")
 _RENDITION_FIELDS = ("name", "object_key", "format", "mime", "width", "height", "bytes")
 
@@ -86,7 +86,12 @@ def load_rows(settings: Settings, document_id: str) -> ReviewData:
             jobs = s.scalars(select(Job).where(Job.document_id == document_id)
                              .order_by(Job.attempt, Job.created_at, Job.id))
             data.jobs = [_row(j, _JOB_FIELDS) for j in jobs]
-            events = s.scalars(select(JobEvent).where(JobEvent.document_id == document_id)
+            # The array shape: a document's row ``<unit>#<position>`` has no events of its own;
+            # its child's (or plain job's) state changes are recorded under the unit's id.
+            units = sorted({j["id"].rpartition("#")[0] for j in data.jobs
+                            if j["kind"] == "process" and "#" in j["id"]})
+            where = JobEvent.document_id == document_id
+            events = s.scalars(select(JobEvent).where(where | JobEvent.job_id.in_(units) if units else where)
                                .order_by(JobEvent.received_at, JobEvent.id))
             data.events = [_row(e, _EVENT_FIELDS) for e in events]
             rends = s.scalars(select(Rendition).where(Rendition.document_id == document_id)

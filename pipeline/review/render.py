@@ -239,20 +239,55 @@ def _duration(job: dict[str, Any]) -> str:
     return ""
 
 
+def _job_cell(j: dict[str, Any]) -> str:
+    """The kind, and for an array-shape row where it ran: the Batch job, the child, the try."""
+    from pipeline.history import row_place
+
+    place = row_place(j["id"], j["kind"], j.get("name"))
+    if place is None:
+        return e(j["kind"])
+    child = f"child {place.array_index} of array job" if place.array_index is not None else "job"
+    return (f'{e(j["kind"])} <small>try {e(place.document_try)}: {child} <code>{e(place.batch_job_id)}</code>, '
+            f'document {e(place.position)} of its slice</small>')
+
+
+def _stage_rows(j: dict[str, Any]) -> list[list[str]]:
+    """An array-shape row's stages (its child ran all three): one line each, under the row."""
+    from pipeline.history import row_place, stage_rows
+
+    if row_place(j["id"], j["kind"], j.get("name")) is None:
+        return []
+    rows = []
+    for kind, t in stage_rows(j.get("result")).items():
+        seconds = t["seconds"]
+        rows.append([f"&nbsp;&nbsp;&rsaquo; {e(kind)}",
+                     f'<span class="st st-{t["status"].lower()}">{e(t["status"])}</span>', "", "", "", "", "",
+                     f"{float(seconds):.2f}" if isinstance(seconds, (int, float)) else ""])
+    return rows
+
+
 def timeline_html(data: ReviewData) -> str:
     if not data.jobs:
         return "<p>No jobs recorded.</p>"
     kinds = {j["id"]: j["kind"] for j in data.jobs}
+    for j in data.jobs:  # the array shape: a unit's events are its document rows'
+        if j["kind"] == "process" and "#" in j["id"]:
+            kinds[j["id"].rpartition("#")[0]] = f'process ({j["id"].rpartition("#")[0]})'
     out = []
     for attempt in sorted({j["attempt"] for j in data.jobs}):
         jobs = [j for j in data.jobs if j["attempt"] == attempt]
-        rows = [[e(j["kind"]), f'<span class="st st-{e(j["status"]).lower()}">{e(j["status"])}</span>', e(j["tries"]),
-                 e(j["exit_code"]), e(" ".join(x for x in (j.get("reason_code"), j.get("reason_message"),
-                                                         j.get("status_reason")) if x)),
-                 _when(j["started_at"]), _when(j["stopped_at"]), _duration(j)] for j in jobs]
+        rows = []
+        for j in jobs:
+            rows.append([_job_cell(j), f'<span class="st st-{e(j["status"]).lower()}">{e(j["status"])}</span>',
+                         e(j["tries"]), e(j["exit_code"]),
+                         e(" ".join(x for x in (j.get("reason_code"), j.get("reason_message"),
+                                                j.get("status_reason")) if x)),
+                         _when(j["started_at"]), _when(j["stopped_at"]), _duration(j)])
+            rows.extend(_stage_rows(j))
         out.append(f"<h3>Attempt {attempt}</h3>" + _table(
             ["Job", "State", "Tries", "Exit code", "Reason", "Started", "Stopped", "Seconds"], rows))
-        ids = {j["id"] for j in jobs}
+        ids = {j["id"] for j in jobs} | {j["id"].rpartition("#")[0] for j in jobs
+                                          if j["kind"] == "process" and "#" in j["id"]}
         events = [ev for ev in data.events if ev["job_id"] in ids]
         if events:
             rows = [[_when(ev["received_at"]), e(kinds.get(ev["job_id"], "?")),
