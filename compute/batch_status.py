@@ -219,6 +219,44 @@ def queue_name(queue: str) -> str:
     return _arn_tail(queue) or queue if queue.startswith("arn:") else queue
 
 
+def is_array_parent(summary: dict[str, Any]) -> bool:
+    """An array job (ListJobs gives its ``arrayProperties.size``; a child has an ``index``)."""
+    props = summary.get("arrayProperties") or {}
+    return props.get("size") is not None and props.get("index") is None
+
+
+def array_children_facts(summary: dict[str, Any], detail: dict[str, Any]) -> list[JobFacts]:
+    """An array job as Batch runs it: its children, one fact each, in the states DescribeJobs'
+    ``statusSummary`` counts (the parent itself never runs; it stays PENDING while they do).
+
+    A child's own id and times are not in the summary: each stands as its parent (the parent's
+    id, which `medintake jobs show` takes to list the children, its name and its creation time:
+    the children are created with it). Without a summary the parent counts as one job in its own
+    state.
+    """
+    counts = ((detail.get("arrayProperties") or {}).get("statusSummary")
+              or (summary.get("arrayProperties") or {}).get("statusSummary") or {})
+    vcpus, memory = requested_resources(detail) if detail else (None, None)
+    created = (summary.get("createdAt") or 0) / 1000
+    stopped = summary["stoppedAt"] / 1000 if summary.get("stoppedAt") else None
+    name = summary.get("jobName", "")
+    if not any(int(n or 0) for n in counts.values()):
+        return [JobFacts(job_id=summary["jobId"], name=name, status=summary["status"], created_at=created,
+                         stopped_at=stopped, status_reason=summary.get("statusReason"), exit_code=None,
+                         vcpus=vcpus, memory_mib=memory, cluster=None)]
+    out = []
+    for state, n in counts.items():
+        if state not in ALL_STATES:
+            continue
+        for _ in range(int(n or 0)):
+            out.append(JobFacts(
+                job_id=summary["jobId"], name=f"{name}: a child", status=state,
+                created_at=created, stopped_at=(stopped or created) if state in FINISHED_STATES else None,
+                status_reason=("Array child failed: medintake jobs show " + summary["jobId"])
+                if state == "FAILED" else None, exit_code=None, vcpus=vcpus, memory_mib=memory, cluster=None))
+    return out
+
+
 def collect(api: BatchStatusClient, queue: str, region: str, since: float) -> QueueFacts:
     """The queue, its environments and its jobs: all unfinished, and finished ones since ``since``."""
     q = api.describe_job_queue(queue)
@@ -246,12 +284,17 @@ def collect(api: BatchStatusClient, queue: str, region: str, since: float) -> Qu
             if status in FINISHED_STATES and (s.get("stoppedAt") or s.get("createdAt") or 0) / 1000 < since:
                 continue
             summaries.append(s)
-    # Requested sizes and where running jobs run are only in DescribeJobs.
-    wanted = [s["jobId"] for s in summaries if s["status"] in ("RUNNABLE", "STARTING", "RUNNING")]
+    # Requested sizes and where running jobs run are only in DescribeJobs; so are an array job's
+    # children's states (ListJobs lists the array job, not its children: the array shape).
+    wanted = [s["jobId"] for s in summaries
+              if s["status"] in ("RUNNABLE", "STARTING", "RUNNING") or is_array_parent(s)]
     details = {d["jobId"]: d for d in api.describe_jobs(wanted)}
     facts = []
     for s in summaries:
         d = details.get(s["jobId"], {})
+        if is_array_parent(s):
+            facts.extend(array_children_facts(s, d))
+            continue
         vcpus, memory = requested_resources(d) if d else (None, None)
         container = d.get("container") or s.get("container") or {}
         exit_code = (s.get("container") or {}).get("exitCode", container.get("exitCode"))

@@ -22,6 +22,8 @@ otherwise "unknown: check the compute environment's events".
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -297,6 +299,7 @@ def local_facts(settings: Settings, since: float) -> QueueFacts:
             select(JobEvent.job_id, func.max(JobEvent.received_at))
             .where(JobEvent.job_id.in_(runnable_ids), JobEvent.status == "RUNNABLE")
             .group_by(JobEvent.job_id))} if runnable_ids else {}
+        rows, units = _array_units(s, rows)
     facts = []
     for r in rows:
         stopped = _epoch(r.stopped_at or r.updated_at) if r.status in ("SUCCEEDED", "FAILED") else None
@@ -309,12 +312,61 @@ def local_facts(settings: Settings, since: float) -> QueueFacts:
             exit_code=r.exit_code, vcpus=min(d.vcpus, settings.effective_workers) if d else None,
             memory_mib=d.memory_mib if d else None,
         ))
+    d = definitions.get("process")
+    for u in units:
+        if u.status in ("SUCCEEDED", "FAILED") and (u.stopped_at or 0) < since:
+            continue
+        facts.append(dataclasses.replace(u, vcpus=min(d.vcpus, settings.effective_workers) if d else None,
+                                         memory_mib=d.memory_mib if d else None))
     alive = runner_alive(settings)
     env = EnvironmentFacts(name="local", order=1, type="LOCAL", state="ENABLED", status="VALID",
                            status_reason=None if alive else "no medintake process holds the data folder",
                            max_vcpus=float(settings.effective_workers))
     return QueueFacts(source="local", region="local", queue=settings.job_queue, state="ENABLED", status="VALID",
                       status_reason=None, environments=(env,), job_facts=tuple(facts), runner_alive=alive)
+
+
+def _array_units(s: Any, rows: list[Any]) -> tuple[list[Any], list[JobFacts]]:
+    """The array shape: a child (or plain process job) runs several documents, each with its own
+    row ``<unit>#<position>``; Batch counts the child, once. Returns the other rows and one fact
+    per unit, its state from its own recorded state changes (the rows' when none is recorded).
+    """
+    from sqlalchemy import select
+
+    from pipeline.models import JobEvent
+
+    plain, grouped = [], {}
+    for r in rows:
+        unit, sep, pos = r.id.rpartition("#")
+        if r.kind == "process" and sep and pos.isdigit():
+            grouped.setdefault(unit, []).append(r)
+        else:
+            plain.append(r)
+    if not grouped:
+        return plain, []
+    last: dict[str, Any] = {}
+    runnable: dict[str, datetime] = {}
+    for e in s.scalars(select(JobEvent).where(JobEvent.job_id.in_(list(grouped)))
+                       .order_by(JobEvent.received_at, JobEvent.id)):
+        last[e.job_id] = e
+        if e.status == "RUNNABLE":
+            runnable[e.job_id] = e.received_at
+    units = []
+    for unit, rs in grouped.items():
+        e = last.get(unit)
+        if e is not None:
+            status, reason, code, stopped = e.status, e.status_reason, e.exit_code, e.received_at
+        else:
+            active = [r for r in rs if r.status in ACTIVE_STATES]
+            status = active[0].status if active else ("FAILED" if all(r.status == "FAILED" for r in rs) else "SUCCEEDED")
+            reason, code = None, None
+            stopped = max((r.stopped_at or r.updated_at for r in rs), default=None)
+        units.append(JobFacts(
+            job_id=unit, name=rs[0].name if len(rs) == 1 else f"medintake-process ({len(rs)} documents)", status=status,
+            created_at=min(_epoch(r.created_at) or 0.0 for r in rs), runnable_since=_epoch(runnable.get(unit)),
+            stopped_at=_epoch(stopped) if status in ("SUCCEEDED", "FAILED") else None, status_reason=reason,
+            exit_code=code, vcpus=None, memory_mib=None))
+    return plain, units
 
 
 # ---- documents: throughput and latency from our database ----------------------------------------

@@ -771,3 +771,72 @@ def test_cli_exit_codes_for_aws_errors(monkeypatch, tmp_path, errors, code, text
     assert result.exit_code == code, result.output
     assert text in result.output and len(slept) == len(errors) - 1
     stubber.assert_no_pending_responses()
+
+
+def test_an_array_job_counts_as_its_children_and_its_runnable_children_can_be_stuck():
+    """The array shape on AWS: ListJobs lists the array job (PENDING while its children run), not
+    the children; the report counts the children by state (DescribeJobs' statusSummary), so a
+    queue whose children wait 3 h is STUCK, and failed children are failures."""
+    client = _client()
+    parent = "0f0e0d0c-aaaa-bbbb-cccc-000000000001"
+    size = {"size": 25}
+    summary = _summary(parent, "PENDING", NOW - 3 * 3600, arrayProperties=size)
+    summary["jobName"] = "medintake-batch-" + "ab" * 16
+    detail = {**_detail(parent, "PENDING", NOW - 3 * 3600, vcpus="2", memory="4096"), "jobName": summary["jobName"],
+              "arrayProperties": {**size, "statusSummary": {"RUNNABLE": 20, "RUNNING": 2, "SUCCEEDED": 1,
+                                                              "FAILED": 2, "PENDING": 0}}}
+    with Stubber(client) as stubber:
+        stub_queue(stubber, [_ce(SPOT, max_vcpus=4)], {"PENDING": [[summary]]}, [detail])
+        facts = _collect(client)
+        stubber.assert_no_pending_responses()
+    from compute.queue_status import build_queue_report
+
+    q = build_queue_report(facts, NOW, 1800, 1)
+    assert {k: v for k, v in q.counts.items() if v} == {"RUNNABLE": 20, "RUNNING": 2, "SUCCEEDED": 1, "FAILED": 2}
+    assert q.stuck and q.oldest_runnable_id == parent and q.oldest_runnable_seconds == 3 * 3600
+    assert [(f.status_reason, f.count) for f in q.failures] == [(f"Array child failed: medintake jobs show {parent}", 2)]
+    from compute.queue_status import DocumentMetrics, build_report
+
+    screen = render(build_report([facts], DocumentMetrics(), NOW, 3600, 1800, 1))
+    assert f"job {parent} ({summary['jobName']}: a child) RUNNABLE for 3h" in screen
+
+
+def _unit(s, unit: str, statuses: list[str], ago: float, events: list[tuple[str, float]]) -> list[str]:
+    """An array child (or plain process job) of the array shape: one row per document, its events."""
+    docs = []
+    for pos, status in enumerate(statuses):
+        doc = _doc(s, created_ago=ago)
+        s.add(Job(id=f"{unit}#{pos}", document_id=doc, attempt=1, kind="process",
+                  name=f"medintake-process-{doc}-a1-t1", status=status, tries=0, depends_on=[],
+                  created_at=_utc(ago), updated_at=_utc(ago),
+                  stopped_at=_utc(ago) if status in ("SUCCEEDED", "FAILED") else None))
+        docs.append(doc)
+    for status, when in events:
+        s.add(JobEvent(event_id=str(uuid.uuid4()), job_id=unit, document_id=None, status=status,
+                       received_at=_utc(when)))
+    return docs
+
+
+def test_local_array_children_count_once_and_a_waiting_child_is_stuck(local, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CLOCK", float(int(time.time())))
+    before = gather(local, now=CLOCK).queues[0].counts
+    parent = str(uuid.uuid4())
+    with transaction(local) as s:
+        # Two children hold both local vCPUs; a third has waited 45 minutes with 3 documents;
+        # a finished child settled one document FAILED (rejected) yet succeeded itself, as Batch sees it.
+        for i in (0, 1):
+            _unit(s, f"{parent}:{i}", ["RUNNING", "SUCCEEDED"], 2900, [("RUNNABLE", 2900), ("RUNNING", 2800)])
+        _unit(s, f"{parent}:2", ["RUNNABLE"] * 3, 45 * 60, [("RUNNABLE", 45 * 60)])
+        _unit(s, f"{parent}:3", ["SUCCEEDED", "FAILED"], 600, [("RUNNING", 700), ("SUCCEEDED", 600)])
+    lock = _holding_lock(local)
+    try:
+        report = gather(local, now=CLOCK)
+    finally:
+        lock.close()
+    q = report.queues[0]
+    added = {k: q.counts[k] - before[k] for k in q.counts if q.counts[k] != before[k]}
+    assert added == {"RUNNING": 2, "RUNNABLE": 1, "SUCCEEDED": 1}  # children, not documents
+    assert q.stuck and q.oldest_runnable_id == f"{parent}:2" and q.oldest_runnable_seconds == 45 * 60
+    assert q.oldest_runnable_name == "medintake-process (3 documents)"
+    assert q.cause.code == "vcpu_cap" and q.environments[0].used_vcpus == 2.0
+    assert not q.failures or all("process" not in (f.status_reason or "") for f in q.failures)
