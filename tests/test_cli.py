@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from click.testing import CliRunner
 from conftest import FILES
 
@@ -35,7 +36,9 @@ def test_process_prints_a_summary_table_and_exits_zero(tmp_path):
     assert "COMPLETED" in result.output and "1 of 1 completed" in result.output
 
 
-def test_process_folder_in_name_order_and_reprocess(tmp_path):
+@pytest.mark.parametrize("shape", ["per_document", "array"])
+def test_process_folder_in_name_order_and_reprocess(tmp_path, monkeypatch, shape):
+    monkeypatch.setenv("MEDINTAKE_JOB_SHAPE", shape)  # both job shapes (conftest pins per_document)
     inbox = tmp_path / "in"
     inbox.mkdir()
     shutil.copyfile(FILES / "empty.pdf", inbox / "b.pdf")
@@ -51,6 +54,11 @@ def test_process_folder_in_name_order_and_reprocess(tmp_path):
     row = json.loads(again.output)
     assert {k: row[k] for k in ("document_id", "attempt", "status", "reason_code")} == {
         "document_id": rows[0]["document_id"], "attempt": 2, "status": "COMPLETED", "reason_code": None}
+    shown = json.loads(invoke("--data-dir", data, "documents", "show", "--json", rows[0]["document_id"]).output)
+    kinds = {"array": ["process"], "per_document": ["convert", "entities", "extract"]}[shape]
+    assert [sorted(j["kind"] for j in a["jobs"]) for a in shown["attempts"]] == [kinds, kinds]
+    assert {"extract", "entities", "convert"} <= set(shown["timings"])
+    assert invoke("--data-dir", data, "show", rows[1]["document_id"]).exit_code == 0
 
 
 def test_watch_once_processes_what_is_there(tmp_path):
