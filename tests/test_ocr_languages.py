@@ -126,3 +126,12 @@ def test_choice_rules():
     assert lang.latin_guess(french, "eng", Settings(ocr_languages="eng")) is None
     assert lang.latin_guess(french, "jpn", auto) is None
     assert lang.latin_guess("The patient was seen and the pain was treated with rest.", "eng", auto) is None
+
+
+def test_traditional_chinese_page_gets_both_han_models():
+    image, reference = _page("chi_tra", 2)
+    page = ocr_image(image, Settings(), dpi=300, want_pdf=False)
+    assert page.recognition.languages == "chi_sim+chi_tra"
+    simplified_only = ocr_image(image, Settings(ocr_languages="chi_sim"), dpi=300, want_pdf=False)
+    auto_cer = _cer(reference, page.recognition.text, True)
+    assert auto_cer <= 0.05 < _cer(reference, simplified_only.recognition.text, True)
