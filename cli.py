@@ -952,7 +952,7 @@ def jobs_show(ctx: click.Context, job_id: str, lines: int, try_no: int | None, a
                                       d["status"], d["exit_code"], d["reason_code"], _took(d["seconds"]))
                                      for d in job.documents], styled))
         logs = tail.attempts if tail else {}
-        _section("attempts", styled)
+        _section("attempts" if job.unit != "array" else "attempts (an array job has none: its children do)", styled)
         click.echo(render_table(("try", "started", "stopped", "duration", "exit", "outcome", "status reason", "log"),
                                 [(t.number, _when(t.started_at), _when(t.stopped_at), _took(t.duration_seconds),
                                   t.exit_code, t.outcome, t.status_reason, logs.get(t.number))

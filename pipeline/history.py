@@ -245,9 +245,21 @@ class DocumentDetail:
     text_excerpt: str | None = None  # only with show_phi
 
 
+def row_tries(tries: int, status_reason: str | None, place: RowPlace | None) -> int:
+    """Batch's compute attempts of the child when it settled the document: a child settles its
+    document while running attempt ``tries + 1`` (the row keeps the tries of its last RUNNING
+    change); a row the child's end failed already holds the count."""
+    from pipeline.batching import DOCUMENT_DONE
+
+    if place is not None and (status_reason or "").startswith(DOCUMENT_DONE):
+        return tries + 1
+    return tries
+
+
 def _job_summary(j: dict[str, Any]) -> JobSummary:
     place = row_place(j["id"], j["kind"], j.get("name"))
-    return JobSummary(job_id=j["id"], attempt=j["attempt"], kind=j["kind"], status=j["status"], tries=j["tries"],
+    return JobSummary(job_id=j["id"], attempt=j["attempt"], kind=j["kind"], status=j["status"],
+                      tries=row_tries(j["tries"], j["status_reason"], place),
                       exit_code=j["exit_code"], status_reason=j["status_reason"], reason_code=j["reason_code"],
                       created_at=aware(j["created_at"]), started_at=aware(j["started_at"]),
                       stopped_at=aware(j["stopped_at"]),
@@ -289,7 +301,7 @@ def show_document(settings: Settings, document_id: str, show_phi: bool = False, 
     for j in current:
         r = results.get(j["id"]) or {}
         place = row_place(j["id"], j["kind"], j.get("name"))
-        timings[j["kind"]] = {"status": j["status"], "tries": j["tries"],
+        timings[j["kind"]] = {"status": j["status"], "tries": row_tries(j["tries"], j["status_reason"], place),
                               "seconds": seconds_between(j["started_at"], j["stopped_at"]),
                               "stages": dict(r.get("timings") or {})}
         if place is not None:
@@ -477,7 +489,8 @@ def show_job(settings: Settings, job_id: str) -> JobDetail:
         result = job.result or {}
         detail = JobDetail(
             job_id=job.id, name=job.name, kind=job.kind, document_id=job.document_id, attempt=job.attempt,
-            status=job.status, tries=job.tries, exit_code=job.exit_code, status_reason=job.status_reason,
+            status=job.status, tries=row_tries(job.tries, job.status_reason, place), exit_code=job.exit_code,
+            status_reason=job.status_reason,
             reason_code=job.reason_code, reason_message=job.reason_message, created_at=aware(job.created_at),
             started_at=aware(job.started_at), stopped_at=aware(job.stopped_at),
             duration_seconds=seconds_between(job.started_at, job.stopped_at),

@@ -583,7 +583,7 @@ def test_array_documents_show_array_job_child_try_and_stage_timings(array_local)
     out = result.stdout
     header, line = out.split("# attempt 1 (current)\n", 1)[1].splitlines()[:2]
     assert header.split("\t")[-4:] == ["try", "batch job", "index", "position"]
-    assert line.split("\t")[:3] == ["process", row.id, "SUCCEEDED"]
+    assert line.split("\t")[:4] == ["process", row.id, "SUCCEEDED", "1"]  # ran in the child's 1st attempt
     assert line.split("\t")[-4:] == ["1", parent, index, row.id.split("#")[1]]
     assert "extract\ttext_layer\t" in out and "convert\tconvert\t" in out and "extract\tjob\t" in out
     assert f"text\tresults/{doc_id}/text.txt" in out and f"manifest\tresults/{doc_id}/manifest.json" in out
@@ -680,6 +680,9 @@ def test_array_jobs_show_a_child_and_the_array_job_as_batch_means_them(array_loc
     by_name = json.loads(run(s, "jobs", "show", second.name, "--json").stdout)
     assert by_name["job_id"] == second.id.split("#")[0]
     assert run(s, "jobs", "show", f"{parent}:9").exit_code == 2
+    # `queue status` counts what Batch counts: the two children and the plain retry, not 4 documents.
+    status = json.loads(run(s, "queue", "status", "--json").stdout)
+    assert status["queues"][0]["counts"]["SUCCEEDED"] == 3, status["queues"][0]["counts"]
 
 
 def test_a_document_part_of_a_child_stream_on_cloudwatch(moto_job):
