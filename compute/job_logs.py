@@ -41,6 +41,7 @@ _BLOCK = 8192
 ROW_MARK = "medintake-row"
 #: How much of a child's log is read to find one document's part (a child runs ~20 documents).
 SECTION_MAX_LINES = 100_000
+SECTION_MAX_BYTES = 64 << 20
 
 
 @dataclass
@@ -132,6 +133,17 @@ def tail_file(path: Path, lines: int) -> list[str]:
             end = start
     text = data.decode("utf-8", errors="replace").splitlines()
     return text[-lines:]
+
+
+def read_end(path: Path, max_bytes: int = SECTION_MAX_BYTES) -> list[str]:
+    """A child's log to cut a document's part from: all of it, or its last ``max_bytes``."""
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - max_bytes))
+        data = fh.read()
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[1:] if size > max_bytes else lines  # the first line may be cut
 
 
 # ---- AWS Batch and CloudWatch Logs ---------------------------------------------------------------
@@ -248,7 +260,7 @@ def job_log_tail(settings: Settings, job_id: str, lines: int = DEFAULT_LINES, at
         if row_id is None:
             tail.lines = tail_file(files[number], lines)
         else:
-            _cut(tail, tail_file(files[number], SECTION_MAX_LINES), row_id, lines)
+            _cut(tail, read_end(files[number]), row_id, lines)
         return tail
     group = log_group(settings)
     streams = batch_log_streams(settings, log_id, batch_client)

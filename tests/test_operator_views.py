@@ -703,3 +703,16 @@ def test_a_document_part_of_a_child_stream_on_cloudwatch(moto_job):
     assert data["log"]["lines"] == lines[5:]
     assert job_logs.document_section(lines, f"{unit}#7") is None
     assert job_logs.document_section(lines[:7], f"{unit}#1") == lines[5:7]  # still running: to the end
+
+
+def test_a_document_part_of_a_long_local_child_log(tmp_path):
+    """A child's file larger than what is read: its end is read, the cut first line dropped."""
+    path = tmp_path / "process-p-0-1.log"
+    lines = [f"line {n} " + "x" * 50 for n in range(5000)]
+    lines[4990] = "medintake-row p:0#3 begins: document d attempt 1"
+    lines[4995] = "medintake-row p:0#3 ends"
+    path.write_text("\n".join(lines) + "\n")
+    end = job_logs.read_end(path, max_bytes=2000)
+    assert end == lines[-len(end):] and 20 < len(end) < 40
+    assert job_logs.document_section(end, "p:0#3") == lines[4990:4996]
+    assert job_logs.read_end(path) == lines
