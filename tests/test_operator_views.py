@@ -716,3 +716,23 @@ def test_a_document_part_of_a_long_local_child_log(tmp_path):
     assert end == lines[-len(end):] and 20 < len(end) < 40
     assert job_logs.document_section(end, "p:0#3") == lines[4990:4996]
     assert job_logs.read_end(path) == lines
+
+
+def test_array_list_and_terminal_views(array_local):
+    import re
+
+    s = array_local["settings"]
+    listed = json.loads(run(s, "documents", "list", "--json").stdout)
+    assert sorted(d["status"] for d in listed) == ["COMPLETED", "COMPLETED", "FAILED", "REJECTED"]
+    assert all(d["duration_seconds"] is not None and d["duration_seconds"] >= 0 for d in listed)
+    (row,) = rows_of(s, array_local["completed"])
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", run_in_terminal(s, "documents", "show", array_local["completed"]))
+    screen = screen.replace("\r", "")
+    header = next(line for line in screen.splitlines() if line.startswith("kind ") and "batch job" in line)
+    line = next(line for line in screen.splitlines() if line.startswith("process ") and row.id in line)
+    assert line.index(row.id.split(":")[0], len("process ") + len(row.id)) == header.index("batch job")
+    assert_no_phi(screen, array_local)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", run_in_terminal(s, "jobs", "show", row.id)).replace("\r", "")
+    assert re.search(rf"^array index\s+{row.id.split('#')[0].split(':')[1]}$", shown, re.M)
+    assert "this document's part" in shown and f"medintake-row {row.id} begins" in shown
+    assert_no_phi(shown, array_local)
