@@ -90,10 +90,11 @@ class EmptyFile(RejectedInput):
 
 
 class UnsupportedType(RejectedInput):
-    """The upload is not a PDF or a supported image format."""
+    """The upload is none of the formats the pipeline reads."""
 
     reason_code = "unsupported_type"
-    fix = "Upload a PDF, JPEG, PNG, TIFF, WebP, GIF, BMP or HEIC file."
+    fix = ("Upload a PDF; a JPEG, PNG, TIFF, WebP, GIF, BMP, HEIC, AVIF or JPEG 2000 image; "
+           "a DICOM file; or a DOCX, ODT, RTF or plain-text letter.")
 
 
 class CorruptFile(RejectedInput):
