@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipeline import batching, repository
@@ -90,10 +90,18 @@ def stage_views(jobs: list[Job]) -> list[Job]:
         return jobs
     latest = max(process, key=lambda j: (_try_no(j), j.created_at or 0))
     views = [j for j in jobs if j.kind != batching.PROCESS_KIND]
+    # Each stage's own wall seconds, as the child recorded them (jobs/runner.py): the stages ran
+    # one after the other from the row's start, so each view spans its stage, not the document.
+    seconds = (latest.result or {}).get("seconds") or {}
+    start = latest.started_at
     for kind, result in ((latest.result or {}).get("stages") or {}).items():
+        took = seconds.get(kind)
+        stop = start + timedelta(seconds=took) if start is not None and took is not None else latest.stopped_at
         views.append(Job(id=latest.id, document_id=latest.document_id, attempt=latest.attempt, kind=kind,
                          name=latest.name, status="SUCCEEDED", tries=_try_no(latest), exit_code=0,
-                         result=result, started_at=latest.started_at, stopped_at=latest.stopped_at))
+                         result=result, started_at=start if took is not None else latest.started_at,
+                         stopped_at=stop))
+        start = stop if took is not None else start
     return views
 
 

@@ -599,6 +599,10 @@ def test_array_documents_show_array_job_child_try_and_stage_timings(array_local)
         assert 0 < data["timings"][stage]["seconds"] <= data["timings"]["process"]["seconds"] + 0.5
     assert data["timings"]["extract"]["stages"]["total"] >= 0
     assert {"text", "manifest", "renditions/thumbnail"} <= set(data["outputs"])
+    # The manifest's timings are each stage's own seconds too, not the whole document's three times.
+    manifest = json.loads((s.data_dir / "buckets" / "uploads" / data["outputs"]["manifest"]).read_text())
+    assert {k: round(v["seconds"], 3) for k, v in manifest["timings"].items()} == {
+        k: data["timings"][k]["seconds"] for k in ("extract", "entities", "convert")}
 
 
 def test_array_documents_show_each_try_where_it_ran(array_local):
