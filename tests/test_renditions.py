@@ -544,6 +544,42 @@ def test_multi_frame_uses_frame_one(name: str, colour: tuple[int, int, int] | No
         assert max(abs(a - e) for a, e in zip((r, g, b), colour)) < 10
 
 
+@pytest.mark.parametrize("name, colours", [
+    ("tiff_multipage.tiff", [(0, 160, 0), (0, 0, 255)]),
+    ("pdf_2pages.pdf", [(200, 30, 30), (0, 0, 200)]),
+])
+def test_archival_tiff_keeps_every_page(name: str, colours: list[tuple[int, int, int]], tmp_path: Path,
+                                        settings: Settings) -> None:
+    """The archival copy is the whole upload: page 2 of a fax or a PDF must not be dropped."""
+    out_dir = tmp_path / "out"
+    results = run(make_input(name, tmp_path), out_dir, settings)
+    with Image.open(out_dir / "renditions" / "archival.tiff") as tiff:
+        assert tiff.n_frames == len(colours)
+        for index, colour in enumerate(colours):
+            tiff.seek(index)
+            assert set(tiff.tag_v2) <= BASIC_TIFF_TAGS  # no EXIF, XMP or ICC on any page
+            assert tiff.tag_v2[259] == 5  # LZW
+            page = tiff.convert("RGB")
+            if name.endswith(".pdf"):
+                assert max(abs(a - e) for a, e in zip(mean_pixel(page), colour)) < 12
+            else:  # TIFF pages carry a wide-gamut profile: converted, so compare the dominant channel
+                assert max(range(3), key=lambda c: mean_pixel(page)[c]) == max(range(3), key=lambda c: colour[c])
+    assert (results["archival"].width, results["archival"].height) == (results["png"].width, results["png"].height)
+
+
+def test_archival_tiff_of_a_real_fax(tmp_path: Path, settings: Settings) -> None:
+    src = Path(__file__).parent / "files" / "fax_two_pages.tiff"
+    run(src, tmp_path / "out", settings)
+    with Image.open(src) as original, Image.open(tmp_path / "out" / "renditions" / "archival.tiff") as tiff:
+        assert tiff.n_frames == original.n_frames == 2
+        for index in range(2):
+            original.seek(index)
+            tiff.seek(index)
+            assert tiff.size == original.size
+            # Lossless: the same page, pixel for pixel (a 1-bit fax stored as 8-bit grey).
+            assert np.array_equal(np.asarray(tiff.convert("L")), np.asarray(original.convert("L")))
+
+
 # --- PDF ----------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ thumbnail   thumbnail.jpg    JPEG   fits 256x256                 lists and searc
 preview     preview.webp     WebP   fits 1024x1024               the in-app viewer; keeps alpha
 web         web.jpg          JPEG   fits 2048x2048               full-screen / download for the web
 png         full.png         PNG    full size, lossless          ``lossless`` only: exact pixels
-archival    archival.tiff    TIFF   full size, lossless LZW      ``lossless`` only: long-term copy
+archival    archival.tiff    TIFF   full size, lossless LZW      ``lossless`` only: every page
 =========== ================ ====== ============================ ===================================
 
 No rendition is ever upscaled: a small image keeps its own size in every output.
@@ -163,7 +163,12 @@ def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings
         # Sizes come from the full size (no rounding drift along the cascade); rebinding
         # ``current`` releases the full-size buffer once the first downscale exists.
         current = fit_within(current, full_size, spec.max_side)
-        results.append(write_rendition(current, spec, target))
+        if spec.name == "archival":  # every page, not page 1 only (jobs.convert.archival)
+            from jobs.convert.archival import write_archival
+
+            results.append(write_archival(current, src, kind, spec, target, settings))
+        else:
+            results.append(write_rendition(current, spec, target))
     log.debug("renditions written: %d", len(results))
     return list(reversed(results))
 
