@@ -526,7 +526,7 @@ def _show_unit(s: Any, job_id: str) -> JobDetail:
     every = rows or [j for js in children.values() for j in js]
     name = every[0].name if unit == "plain" and len(every) == 1 else None
     detail = JobDetail(
-        job_id=job_id, name=name or f"medintake-{PROCESS_KIND}", kind=PROCESS_KIND,
+        job_id=job_id, name=name or "-", kind=PROCESS_KIND,  # an array job's name is not recorded
         document_id=every[0].document_id if unit == "plain" and len(every) == 1 else None,
         attempt=every[0].attempt if unit == "plain" and len(every) == 1 else None,
         status=last.status if last else _summed_status([j.status for j in every]),
