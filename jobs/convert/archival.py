@@ -12,17 +12,16 @@ to write is the worker's (``TransientError``). No metadata is written, as for ev
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs.convert.colour import stated_profile
 from jobs.convert.pixels import normalise
 from jobs.identify import DECODE_ERRORS, FileKind
-from pipeline.errors import CorruptFile, TransientError
+from pipeline.errors import CorruptFile
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,27 +35,17 @@ def write_archival(first: "PILImage.Image", src: Path, kind: FileKind, spec: "Re
     """Write ``first`` and the upload's later pages into ``target/spec.filename``, atomically."""
     from PIL import TiffImagePlugin
 
-    from jobs.convert.renditions import RenditionResult, encodable
+    from jobs.convert.renditions import RenditionResult, encodable, write_atomically
 
-    final = target / spec.filename
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}-", suffix=".tmp", dir=target)
-    tmp = Path(tmp_name)
-    pages = 0
-    try:
-        with os.fdopen(fd, "w+b") as fh, TiffImagePlugin.AppendingTiffWriter(fh) as writer:
+    def encode(fh: Any) -> None:
+        with TiffImagePlugin.AppendingTiffWriter(fh) as writer:
             for page in _pages(first, src, kind, settings):
                 out = encodable(page, spec)
                 out.info = {}
                 out.save(writer, format=spec.format, **dict(spec.save_options))
                 writer.newFrame()
-                pages += 1
-        os.replace(tmp, final)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise TransientError(f"writing the {spec.name} rendition failed") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    final = write_atomically(target, spec, encode)
     return RenditionResult(name=spec.name, filename=spec.filename, format=spec.format, mime=spec.mime,
                            width=first.width, height=first.height, bytes=final.stat().st_size)
 

@@ -65,7 +65,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from jobs.convert.colour import stated_profile
 from jobs.convert.pixels import normalise
@@ -365,19 +365,11 @@ def write_rendition(img: "PILImage.Image", spec: RenditionSpec, target: Path) ->
     """Encode ``img`` per ``spec`` into ``target`` atomically, with no metadata; describe the file."""
     out = encodable(img, spec)
     out.info = {}
-    final = target / spec.filename
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}-", suffix=".tmp", dir=target)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            out.save(fh, spec.format, **dict(spec.save_options))
-        os.replace(tmp, final)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise TransientError(f"writing the {spec.name} rendition failed") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    def encode(fh: Any) -> None:
+        out.save(fh, spec.format, **dict(spec.save_options))
+
+    final = write_atomically(target, spec, encode)
     return RenditionResult(
         name=spec.name,
         filename=spec.filename,
@@ -387,3 +379,25 @@ def write_rendition(img: "PILImage.Image", spec: RenditionSpec, target: Path) ->
         height=out.height,
         bytes=final.stat().st_size,
     )
+
+
+def write_atomically(target: Path, spec: RenditionSpec, encode: Callable[[Any], None]) -> Path:
+    """Run ``encode(file)`` into a temporary file, then rename it to its final name.
+
+    A rerun replaces the output atomically and a crash never leaves half a file under the final
+    name; failing to write is the worker's trouble (``TransientError``, retried), never the upload's.
+    """
+    final = target / spec.filename
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.name}-", suffix=".tmp", dir=target)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            encode(fh)
+        os.replace(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise TransientError(f"writing the {spec.name} rendition failed") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
