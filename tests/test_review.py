@@ -471,6 +471,29 @@ def test_a_rejected_document_shows_why(processed, shown, opened):
     assert_no_network(view)
 
 
+def test_objects_the_manifest_does_not_name_are_not_shown(processed):
+    """A killed attempt of a stage that then failed for good leaves its objects in the results
+    folder, unnamed by the final manifest: the page shows what the manifest names, never those."""
+    from pipeline.review import collect
+    from pipeline.settings import Settings
+
+    settings = Settings(data_dir=processed["data"])
+    folder = results(processed, "rejected")
+    leftovers = {"text.txt": b"LEFTOVER OF A KILLED ATTEMPT", "pages.json": b"[]", "entities.json": b"{}"}
+    try:
+        for name, data in leftovers.items():
+            (folder / name).write_bytes(data)
+        data = collect.load(settings, processed["ids"]["rejected"])
+        assert data.manifest is not None and data.manifest["status"] == "REJECTED"
+        assert (data.text, data.pages, data.entities) == (None, None, None)
+        # The COMPLETED letter's own objects, which its manifest names, are read as before.
+        letter = collect.load(settings, processed["ids"]["letter"])
+        assert letter.text and letter.pages and isinstance(letter.entities, dict)
+    finally:
+        for name in leftovers:
+            (folder / name).unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def shown_array(tmp_path_factory):
     """The array shape (the default): a letter and an empty PDF as one array job, and their pages."""

@@ -112,15 +112,36 @@ def load(settings: Settings, document_id: str, store: Any | None = None) -> Revi
     data = load_rows(settings, document_id)
     store = store or open_store(settings)
     data.results_prefix = f"{settings.results_prefix}{document_id}/"
-    raw = {name: get_optional(store, data.results_prefix + name) for name in (TEXT, PAGES, ENTITIES, MANIFEST)}
+    data.manifest = _json(get_optional(store, data.results_prefix + MANIFEST))
+    named = manifest_keys(data.manifest)
+
+    def read(name: str) -> bytes | None:
+        # A final document's results are what its manifest names, nothing else: objects left by
+        # a killed attempt of a stage that then failed for good stay in the folder, unnamed, and
+        # must not be shown as the document's text (docs/reliability.md, killed workers).
+        key = data.results_prefix + name
+        if named is not None and key not in named:
+            return None
+        return get_optional(store, key)
+
+    raw = {name: read(name) for name in (TEXT, PAGES, ENTITIES)}
     data.text = raw[TEXT].decode("utf-8") if raw[TEXT] is not None else None
     data.pages = _json(raw[PAGES])
     data.entities = _json(raw[ENTITIES])
-    data.manifest = _json(raw[MANIFEST])
     if isinstance(data.entities, dict):
         for name, key in CONCEPT_FILES.items():
-            attach_concepts(data.entities, _json(get_optional(store, data.results_prefix + name)), key)
+            attach_concepts(data.entities, _json(read(name)), key)
     return data
+
+
+def manifest_keys(manifest: Any) -> set[str] | None:
+    """The object keys a final document's manifest names; None before there is a manifest."""
+    if not isinstance(manifest, dict):
+        return None
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict):
+        return None
+    return {key for key in outputs.values() if isinstance(key, str)}
 
 
 def attach_concepts(entities: dict[str, Any], coded: Any, key: str) -> int:
