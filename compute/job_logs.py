@@ -202,26 +202,23 @@ def read_cloudwatch(group: str, stream: str, client: Any, max_lines: int = SECTI
 
 def tail_cloudwatch(group: str, stream: str, lines: int, client: Any) -> list[str] | None:
     """The last ``lines`` events of a stream (GetLogEvents from the tail); None if the stream is gone."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
 
     if lines <= 0:
         return []
-    try:
-        answer = client.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=False,
-                                       limit=min(lines, 10000))
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code == "ResourceNotFoundException":
-            return None
-        if status >= 500 or code in ("ThrottlingException", "ServiceUnavailableException"):
-            raise TransientError(f"CloudWatch Logs GetLogEvents failed ({code or status})",
-                                 fix="Try again in a minute.") from None
-        raise ConfigError(f"CloudWatch Logs refused GetLogEvents ({code or status})",
-                          fix="Check the region, MEDINTAKE_BATCH_LOG_GROUP and the logs:GetLogEvents "
-                              "permission.") from None
-    except BotoCoreError as exc:
-        raise TransientError(f"CloudWatch Logs GetLogEvents: {type(exc).__name__}") from None
+
+    def read() -> Any:
+        try:
+            return client.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=False,
+                                         limit=min(lines, 10000))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") == "ResourceNotFoundException":
+                return None
+            raise
+
+    answer = _guarded(read)
+    if answer is None:
+        return None
     out: list[str] = []
     for event in answer.get("events", []):
         out.extend(str(event.get("message", "")).rstrip("\n").split("\n"))
@@ -291,8 +288,9 @@ def job_log_tail(settings: Settings, job_id: str, lines: int = DEFAULT_LINES, at
     return tail
 
 
-def _guarded(read: Any) -> list[str] | None:
-    """The same error answers as tail_cloudwatch for the reads from the head."""
+def _guarded(read: Any) -> Any:
+    """``read()`` with CloudWatch Logs' errors as ours: throttling and 5xx are transient (retry),
+    anything else is the deployment's configuration (region, log group, permission)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
