@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -33,6 +35,14 @@ def start_moto_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto's server for one test module (import this fixture into the module to use it)."""
+    server, url = start_moto_server()
+    yield url
+    server.stop()
 
 
 _ERROR_BODIES = {

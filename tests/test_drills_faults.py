@@ -19,7 +19,7 @@ import time
 import boto3
 import pytest
 from conftest import FILES, REPO, read_notices
-from faults import FaultProxy, Faults, free_port, start_moto_server
+from faults import FaultProxy, Faults, free_port, moto_url  # noqa: F401 - moto_url is a fixture
 
 from pipeline import database, repository
 from pipeline.errors import ExitCode, TransientError
@@ -28,13 +28,6 @@ from pipeline.notify import SNS_TRIES, SnsNotifier, flush_outbox
 from pipeline.store import S3_MAX_ATTEMPTS, S3Store
 
 REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server, url = start_moto_server()
-    yield url
-    server.stop()
 
 
 @pytest.fixture

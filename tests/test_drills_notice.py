@@ -22,7 +22,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 from conftest import REPO
-from faults import start_moto_server
+from faults import moto_url  # noqa: F401 - a fixture
 from sqlalchemy import update
 
 from pipeline import database, repository
@@ -47,13 +47,6 @@ notifier.client.meta.events.register(sys.argv[1], hold)
 notify.flush_outbox(settings, notifier)
 sys.stdout.write("survived\n")
 """
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server, url = start_moto_server()
-    yield url
-    server.stop()
 
 
 @pytest.fixture
