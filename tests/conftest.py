@@ -60,6 +60,22 @@ def batch_queue(region: str, queue: str, compute_environment: str):
     return batch
 
 
+def subscribed_topic(region: str, topic: str, queue: str):
+    """Inside mock_aws: an SNS topic with an SQS queue subscribed to it, as a notice subscriber.
+
+    Returns (topic ARN, SQS client, queue URL): the test reads the notices from the queue.
+    """
+    import boto3
+
+    sns = boto3.client("sns", region_name=region)
+    arn = sns.create_topic(Name=topic)["TopicArn"]
+    sqs = boto3.client("sqs", region_name=region)
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
+    return arn, sqs, queue_url
+
+
 def find_tool(name: str) -> str | None:
     """A program the test extra installed, looked for next to this interpreter, then on PATH.
 

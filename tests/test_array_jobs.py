@@ -170,15 +170,10 @@ def aws(tmp_path, monkeypatch):
     with mock_aws(config={"batch": {"use_docker": False}}):
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="medintake-uploads-eu", CreateBucketConfiguration={"LocationConstraint": REGION})
-        from conftest import batch_queue
+        from conftest import batch_queue, subscribed_topic
 
         batch = batch_queue(REGION, "medintake-eu", "medintake-ce")
-        sns = boto3.client("sns", region_name=REGION)
-        topic = sns.create_topic(Name="medintake-notices")["TopicArn"]
-        sqs = boto3.client("sqs", region_name=REGION)
-        queue_url = sqs.create_queue(QueueName="notices")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        topic, sqs, queue_url = subscribed_topic(REGION, "medintake-notices", "notices")
         env = {
             "MEDINTAKE_DATA_DIR": str(tmp_path / "data"), "MEDINTAKE_STORE_BACKEND": "s3",
             # The worker containers get the settings through their job definition: an absolute URL.

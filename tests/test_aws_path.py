@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from conftest import FILES
+from conftest import FILES, batch_queue, subscribed_topic
 from compute.batch import BatchComputeEnvironment
 from pipeline import aws_lambda, database, repository
 from pipeline.jobdefs import load_job_definitions
@@ -25,20 +25,8 @@ def aws(tmp_path, monkeypatch):
     with mock_aws(config={"batch": {"use_docker": False}}):
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="medintake-uploads-eu", CreateBucketConfiguration={"LocationConstraint": REGION})
-        iam = boto3.client("iam", region_name=REGION)
-        role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        batch = boto3.client("batch", region_name=REGION)
-        ce = batch.create_compute_environment(
-            computeEnvironmentName="medintake-ce", type="UNMANAGED", state="ENABLED", serviceRole=role
-        )["computeEnvironmentArn"]
-        batch.create_job_queue(jobQueueName="medintake-eu", state="ENABLED", priority=1,
-                               computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
-        sns = boto3.client("sns", region_name=REGION)
-        topic = sns.create_topic(Name="medintake-notices")["TopicArn"]
-        sqs = boto3.client("sqs", region_name=REGION)
-        queue_url = sqs.create_queue(QueueName="notices")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        batch = batch_queue(REGION, "medintake-eu", "medintake-ce")
+        topic, sqs, queue_url = subscribed_topic(REGION, "medintake-notices", "notices")
         env = {
             "MEDINTAKE_DATA_DIR": str(tmp_path / "data"),
             "MEDINTAKE_STORE_BACKEND": "s3",

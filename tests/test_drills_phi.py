@@ -20,7 +20,7 @@ from pathlib import Path
 
 import boto3
 from click.testing import CliRunner
-from conftest import FILES
+from conftest import FILES, batch_queue, subscribed_topic
 from sqlalchemy import MetaData, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -218,19 +218,8 @@ def test_no_marker_phi_on_the_aws_path(tmp_path, monkeypatch, capsys):
     with mock_aws(config={"batch": {"use_docker": False}}):
         s3 = boto3.client("s3", region_name=region)
         s3.create_bucket(Bucket="phi-drill", CreateBucketConfiguration={"LocationConstraint": region})
-        iam = boto3.client("iam", region_name=region)
-        role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        batch = boto3.client("batch", region_name=region)
-        ce = batch.create_compute_environment(computeEnvironmentName="phi-ce", type="UNMANAGED", state="ENABLED",
-                                              serviceRole=role)["computeEnvironmentArn"]
-        batch.create_job_queue(jobQueueName="q", state="ENABLED", priority=1,
-                               computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])
-        sns = boto3.client("sns", region_name=region)
-        topic = sns.create_topic(Name="notices")["TopicArn"]
-        sqs = boto3.client("sqs", region_name=region)
-        queue_url = sqs.create_queue(QueueName="sub")["QueueUrl"]
-        qarn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=qarn)
+        batch = batch_queue(region, "q", "phi-ce")
+        topic, sqs, queue_url = subscribed_topic(region, "notices", "sub")
         env = {"MEDINTAKE_DATA_DIR": str(tmp_path / "data"), "MEDINTAKE_STORE_BACKEND": "s3",
                "MEDINTAKE_BUCKET": "phi-drill", "MEDINTAKE_COMPUTE_BACKEND": "batch", "MEDINTAKE_JOB_QUEUE": "q",
                "MEDINTAKE_WORKER_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/w:1",
