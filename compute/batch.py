@@ -36,7 +36,8 @@ WORKER_SETTINGS = (
     "store_backend", "bucket", "s3_endpoint_url", "uploads_prefix", "results_prefix",
     "database_url", "database_secret", "aws_region", "entities_backend", "comprehend_operations",
     "comprehend_concurrency", "local_icd10cm", "ocr_low_confidence", "ocr_languages", "ocr_auto_languages",
-    "ocr_page_workers", "text_engine", "ocr_timeout", "ocr_dpi", "max_upload_bytes", "max_pages",
+    "ocr_page_workers", "text_engine", "ocr_timeout", "ocr_dpi", "split_pages", "page_timeout_seconds",
+    "max_upload_bytes", "max_pages",
     "max_image_pixels", "log_level",
 )
 

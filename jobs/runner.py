@@ -48,6 +48,10 @@ class JobContext:
         self.work = work
         self.doc = repository.get_document(settings, document_id)
         self.prefix = f"{settings.results_prefix}{document_id}/"
+        # The array shape's document (batching.Item): its extract stage may hand a long PDF to
+        # page-range jobs, or merge their outputs (pipeline/page_ranges.py). None for a job of the
+        # per_document shape, which reads the whole document itself.
+        self.item: Any = None
 
     def fetch_original(self) -> Path:
         dest = self.work / "original"
@@ -184,6 +188,23 @@ def run_document(settings: Settings, store: Store, rid: str, item: Any, job_id: 
                               result={"stages": stages, "seconds": seconds, "batch_job_id": job_id}, started_at=started)
         log.error("document %s attempt %d crashed: %s", item.document_id, item.attempt, type(exc).__name__)
         return
+    split = (stages.get("extract") or {}).get("split")
+    if split:  # a long document: the tracker submits its page-range jobs and the merge job
+        from pipeline.page_ranges import SPLIT
+
+        repository.settle_row(settings, rid, "SUCCEEDED", 0, DOCUMENT_DONE,
+                              result={"split": split, "stages": {}, "seconds": seconds, "batch_job_id": job_id},
+                              reason=(SPLIT, f"{split['pages']} pages handed to page-range jobs"), started_at=started)
+        log.info("document %s attempt %d: %d pages handed to page-range jobs", item.document_id, item.attempt,
+                 split["pages"])
+        return
+    if getattr(item, "ranges", ""):  # merged and finished: the ranges' outputs are not needed again
+        from pipeline.page_ranges import ranges_prefix
+
+        try:
+            store.delete_prefix(ranges_prefix(settings.results_prefix, item.document_id, item.attempt))
+        except Exception as exc:  # left behind, harmless: keyed by attempt, never read by a later one
+            log.warning("page-range outputs not removed (%s)", type(exc).__name__)
     repository.settle_row(settings, rid, "SUCCEEDED", 0, DOCUMENT_DONE,
                           result={"stages": stages, "seconds": seconds, "batch_job_id": job_id}, started_at=started)
     log.info("document %s attempt %d done", item.document_id, item.attempt)
@@ -198,8 +219,11 @@ def run_stages(settings: Settings, store: Store, item: Any, stages: dict[str, An
             work = Path(tmp) / kind
             work.mkdir()
             ctx = JobContext(settings, store, item.document_id, item.attempt, work)
+            ctx.item = item
             t0 = time.monotonic()
             try:
                 stages[kind] = job_function(kind)(ctx)
             finally:
                 seconds[kind] = round(time.monotonic() - t0, 3)
+            if kind == "extract" and stages[kind].get("split"):
+                return  # entities and convert run once, after the merge

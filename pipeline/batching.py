@@ -33,6 +33,9 @@ class Item:
     attempt: int
     tries: int = 1  # 1 for the first submission of this attempt, n+1 for a resubmission
     seconds: float = 5.0
+    # A long document's merge job (pipeline/page_ranges.py): the store key of its page-range plan;
+    # the extract stage then merges the ranges' outputs instead of reading the upload.
+    ranges: str = ""
 
 
 def estimate_seconds(size: int | None) -> float:
@@ -93,7 +96,8 @@ def manifest_body(batch_id: str, plan: list[list[Item]]) -> bytes:
             "version": 1,
             "batch": batch_id,
             "per_child": max(len(s) for s in plan),
-            "children": [[[i.document_id, i.attempt, i.tries] for i in s] for s in plan],
+            "children": [[[i.document_id, i.attempt, i.tries, *([i.ranges] if i.ranges else [])] for i in s]
+                         for s in plan],
         },
         separators=(",", ":"),
     ).encode()
@@ -101,7 +105,8 @@ def manifest_body(batch_id: str, plan: list[list[Item]]) -> bytes:
 
 def parse_manifest(data: bytes) -> list[list[Item]]:
     raw = json.loads(data)
-    return [[Item(d, int(a), int(t)) for d, a, t in child] for child in raw["children"]]
+    return [[Item(e[0], int(e[1]), int(e[2]), ranges=str(e[3]) if len(e) > 3 else "") for e in child]
+            for child in raw["children"]]
 
 
 def row_id(unit_job_id: str, position: int) -> str:

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import batching, repository
+from pipeline import batching, page_ranges, repository
 from pipeline.compute_api import ComputeEnvironment, JobSubmission
 from pipeline.errors import RejectedInput
 from pipeline.events import UploadRef, parse_event
@@ -225,7 +225,45 @@ class Dispatcher:
             log.info("%d small document(s) sent to the processing Lambda", len(rows))
         return {r.document_id for r in rows}
 
-    def submit_items(self, items: list[batching.Item], per_child: int | None = None) -> str:
+    def submit_ranges(self, document_id: str, attempt: int, tries: int, pages: int) -> str:
+        """A long document's page-range jobs and its merge job (pipeline/page_ranges.py).
+
+        The plan (ranges, output prefix) is written before SubmitJob, as a manifest is; one
+        ``pages`` array job (one child per range) and one ``process`` job for the document alone
+        that dependsOn it and merges. If the merge job cannot be submitted, the range job is
+        terminated and the error propagates (the tracker gives its claim back; the event is
+        redelivered). Returns the merge job's id.
+        """
+        s = self.settings
+        ranges = page_ranges.plan_ranges(pages, s.split_pages)
+        key = page_ranges.plan_key(s.results_prefix, document_id, attempt, tries)
+        source = repository.get_document(s, document_id).object_key
+        self.store.put_bytes(key, page_ranges.plan_body(s.results_prefix, document_id, attempt, pages, ranges, source),
+                             "application/json")
+        definitions = load_job_definitions(s.job_definitions_dir)
+        ranges_job = self.compute.submit(JobSubmission(
+            name=page_ranges.job_name(document_id, attempt, tries),
+            kind=page_ranges.PAGES_KIND,
+            definition=definitions[page_ranges.PAGES_KIND],
+            parameters={"plan": key},
+            array_size=len(ranges) if len(ranges) > 1 else None,
+            tags={"app": "medintake", "job-kind": page_ranges.PAGES_KIND},
+        ))
+        try:
+            merge = self.submit_items([batching.Item(document_id, attempt, tries, ranges=key)], per_child=1,
+                                      depends_on=(ranges_job,))
+        except BaseException:
+            try:
+                self.compute.cancel(ranges_job, "medintake: the merge job of these page ranges was not submitted")
+            except Exception as exc:  # its outputs are keyed by range: a later try reuses them
+                log.warning("could not terminate a page-range job (%s)", type(exc).__name__)
+            raise
+        log.info("document %s attempt %d: %d pages in %d ranges, merged by one job", document_id, attempt,
+                 pages, len(ranges))
+        return merge
+
+    def submit_items(self, items: list[batching.Item], per_child: int | None = None,
+                     depends_on: tuple[str, ...] = ()) -> str:
         """One job for these claimed document attempts: an array job, or a plain job for one slice.
 
         The manifest (slices of document id, attempt, try) is written before SubmitJob so that a
@@ -249,6 +287,7 @@ class Dispatcher:
             definition=definitions[batching.PROCESS_KIND],
             parameters=batching.plan_parameters(key, plan),
             array_size=len(plan) if len(plan) > 1 else None,
+            depends_on=tuple(depends_on),
             tags={"app": "medintake", "job-kind": batching.PROCESS_KIND},
         )
         job_id = self.compute.submit(sub)

@@ -93,6 +93,13 @@ class Settings:
     tesseract_cmd: str = "tesseract"  # the tesseract program (another build, a wrapper)
     ocr_timeout: float = 300.0  # seconds per page for one tesseract call
     ocr_dpi: int = 300  # rendering resolution for textless PDF pages
+    # Long documents (docs/scale.md "Long documents"): a PDF of more than split_pages pages that
+    # needs OCR is OCR'd by page-range jobs of split_pages pages each, in parallel, then merged in
+    # page order by one merge job (array shape; 0 = never split). A page taking more than
+    # page_timeout_seconds (render, preprocessing and OCR) is recorded as failed in pages.json and
+    # the others go on (0 = no limit but ocr_timeout per tesseract call).
+    split_pages: int = 40
+    page_timeout_seconds: float = 120.0
     max_upload_bytes: int = 200 * 1024 * 1024
     upload_max_bytes: int = 200 * 1024 * 1024  # upload API: the largest upload it signs for
     max_pages: int = 2000
@@ -148,6 +155,8 @@ class Settings:
             raise ConfigError("submit_rate must be positive")
         if not 1 <= self.array_child_documents <= 1000 or self.array_child_seconds <= 0 or self.document_retries < 0:
             raise ConfigError("array_child_documents must be 1-1000, array_child_seconds positive, document_retries >= 0")
+        if self.split_pages < 0 or self.split_pages == 1 or self.page_timeout_seconds < 0:
+            raise ConfigError("split_pages must be 0 (never split) or at least 2; page_timeout_seconds must not be negative")
         if self.database_retry_seconds < 0:
             raise ConfigError("database_retry_seconds must not be negative")
         if self.lambda_max_seconds < 0 or self.processing_queue_limit < 0:

@@ -22,7 +22,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pipeline import batching, repository
+from pipeline import batching, page_ranges, repository
 from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, parse_job_state_change
 from pipeline.errors import ExitCode
 from pipeline.jobdefs import GRAPH
@@ -61,15 +61,30 @@ def _try_no(job: Job) -> int:
     return int(tail) if tail.isdigit() else 1
 
 
+def _handed_off(job: Job) -> bool:
+    return job.reason_code in (page_ranges.SPLIT, page_ranges.SPLIT_SUBMITTED)
+
+
+def latest_row(rows: list[Job]) -> Job:
+    """The row that speaks for the document attempt: the highest try; within a try, a long
+    document's merge row before the row that split it (created the same second, perhaps)."""
+    return max(rows, key=lambda j: (_try_no(j), not _handed_off(j), j.created_at or 0))
+
+
 def decide_rows(rows: list[Job], retries: int) -> tuple[str, tuple[str, str] | None] | None:
     """The array shape's decision for one document attempt from its rows (one per try).
 
-    ("RETRY", None) when the latest try failed transiently and tries remain; None while a try
-    runs or a resubmission is under way.
+    ("RETRY", None) when the latest try failed transiently and tries remain; ("SPLIT", None) when
+    a child handed a long document to page-range jobs that are not submitted yet; None while a try
+    runs, a resubmission or a long document's ranges are under way.
     """
-    latest = max(rows, key=lambda j: (_try_no(j), j.created_at or 0))
+    latest = latest_row(rows)
     if latest.status not in TERMINAL:
         return None
+    if latest.status == "SUCCEEDED" and latest.reason_code == page_ranges.SPLIT:
+        return "SPLIT", None
+    if latest.status == "SUCCEEDED" and latest.reason_code == page_ranges.SPLIT_SUBMITTED:
+        return None  # the merge row is being written (or its event will create it from the manifest)
     if latest.status == "SUCCEEDED":
         return "COMPLETED", None
     if latest.exit_code == ExitCode.REJECTED_INPUT:
@@ -88,7 +103,7 @@ def stage_views(jobs: list[Job]) -> list[Job]:
     process = [j for j in jobs if j.kind == batching.PROCESS_KIND]
     if not process:
         return jobs
-    latest = max(process, key=lambda j: (_try_no(j), j.created_at or 0))
+    latest = latest_row(process)
     views = [j for j in jobs if j.kind != batching.PROCESS_KIND]
     # Each stage's own wall seconds, as the child recorded them (jobs/runner.py): the stages ran
     # one after the other from the row's start, so each view spans its stage, not the document.
@@ -209,7 +224,7 @@ class Tracker:
 
         With ``defer``, the claimed retry is appended there for the caller to submit with others.
         """
-        latest = max(rows, key=lambda j: (_try_no(j), j.created_at or 0))
+        latest = latest_row(rows)
         if self.dispatcher is None:
             return self.finish(doc, "FAILED", ("job_failed", "The document failed and could not be resubmitted."),
                                stage_views(rows))
@@ -228,6 +243,21 @@ class Tracker:
         log.info("document %s attempt %d resubmitted alone (try %d)", doc.id, doc.attempt, _try_no(latest) + 1)
         return None
 
+    def _submit_ranges(self, doc: Document, row: Job) -> str | None:
+        """A child handed this long document over: its page-range jobs and merge job, once."""
+        pages = int(((row.result or {}).get("split") or {}).get("pages") or 0)
+        if self.dispatcher is None or pages < 1:
+            return self.finish(doc, "FAILED", ("job_failed", "The long document could not be split into page ranges."),
+                               [row])
+        if not page_ranges.claim_split(self.settings, row.id):
+            return None  # another delivery of the event submitted them
+        try:
+            self.dispatcher.submit_ranges(doc.id, doc.attempt, _try_no(row), pages)
+        except BaseException:
+            page_ranges.claim_split(self.settings, row.id, undo=True)
+            raise
+        return None
+
     def evaluate(self, doc: Document, defer_retries: list | None = None) -> str | None:
         if doc.status in FINAL_STATUSES:
             return None  # a late or repeated event after the decision: nothing to redo
@@ -239,6 +269,8 @@ class Tracker:
                 return None
             if verdict[0] == "RETRY":
                 return self._resubmit(doc, rows, defer_retries)
+            if verdict[0] == "SPLIT":
+                return self._submit_ranges(doc, latest_row(rows))
             return self.finish(doc, verdict[0], verdict[1], stage_views(jobs))
         decision = decide(jobs)
         if decision is None:
@@ -264,6 +296,8 @@ class Tracker:
         extract = next((j for j in jobs if j.kind == "extract" and j.result), None)
         if extract:
             counts["ocr_pages"] = extract.result.get("ocr_pages", 0)
+            if extract.result.get("failed_pages"):  # pages that timed out or are damaged (pages.json says which)
+                counts["failed_pages"] = len(extract.result["failed_pages"])
         payload = notice_payload(doc, status, reason, outputs_with_manifest, counts)
         notice = repository.finalize(self.settings, doc.id, doc.attempt, status, reason, payload)
         if notice is None:
@@ -327,6 +361,8 @@ def build_manifest(
         "type": result.get("type") or ({"format": doc.file_format} if doc.file_format else None),
         "pages": doc.page_count,
         "ocr_pages": result.get("ocr_pages"),
+        **({"failed_pages": result["failed_pages"]} if result.get("failed_pages") else {}),
+        **({"page_ranges": result["ranges"]} if result.get("ranges") else {}),
         "language": doc.language,
         "timings": timings,
         "tool_versions": versions,

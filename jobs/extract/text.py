@@ -18,7 +18,10 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from jobs.extract import pdf as pdfmod
 from jobs.extract.languages import first_pass
 from jobs.extract.results import ExtractResult, PageResult
 from jobs.identify import DECODE_ERRORS, FileKind, open_image, open_pdfium
-from pipeline.errors import CorruptFile, MedintakeError
+from pipeline.errors import CorruptFile, MedintakeError, ToolFailed
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,17 +42,25 @@ TEXT_FILE = "text.txt"
 PAGES_FILE = "pages.json"
 SEARCHABLE_FILE = "searchable.pdf"
 
+#: pages.json ``source`` of a page that could not be read (its ``error`` says why); its text is empty.
+ERROR_SOURCE = "error"
+
 # EXIF Orientation value -> clockwise degrees that exif_transpose applies (mirrors count as turns).
 _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
 
 
-def extract_text(src: Path, kind: FileKind, out_dir: Path, settings: Settings) -> ExtractResult:
-    """Extract the text of ``src`` (read-only) into ``out_dir``; see the module docstring."""
+def extract_text(src: Path, kind: FileKind, out_dir: Path, settings: Settings,
+                 pages: tuple[int, int] | None = None) -> ExtractResult:
+    """Extract the text of ``src`` (read-only) into ``out_dir``; see the module docstring.
+
+    ``pages`` (1-based, inclusive; PDFs only) limits the work to one page range of a long
+    document (jobs/extract/ranges.py): page numbers stay the document's, text offsets the range's.
+    """
     started = time.perf_counter()
     out = _Outputs(out_dir)
     try:
         if kind.kind == "pdf":
-            _extract_pdf(src, settings, out)
+            _extract_pdf(src, settings, out, pages)
         elif kind.kind == "dicom":
             _extract_dicom(src, settings, out)
         elif kind.kind == "document":
@@ -120,8 +131,10 @@ class _Outputs:
         self._pages.write("[")
         self._offset = 0
         self._scratch = Path(tempfile.mkdtemp(prefix="medintake-pages-"))
-        self.page_pdfs: dict[int, Path] = {}  # page_no -> one-page OCR PDF
+        self.page_pdfs: dict[int, Path] = {}  # page_no -> one-page OCR PDF (on disk, never in memory)
         self.ocr_ran = False
+        self.failed: list[dict[str, Any]] = []  # {"page_no", "error", "message"} of pages that could not be read
+        self.first_error: MedintakeError | None = None
 
     def add_time(self, name: str, seconds: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + seconds
@@ -143,22 +156,38 @@ class _Outputs:
         self.page_pdfs[page_no] = path
         self.ocr_ran = True
 
-    def write_searchable(self, original: Any | None, page_count: int) -> None:
-        """Assemble searchable.pdf: OCR'd pages from their one-page PDFs, others copied as-is."""
+    def write_searchable(self, original: Path | None, page_nos: range) -> None:
+        """Assemble searchable.pdf: OCR'd pages from their one-page PDFs, others copied as-is.
+
+        With qpdf the pages are copied file to file (:func:`concatenate_pdfs`), so memory does not
+        grow with the page count; pdfium's writer, the fallback, holds every page's compressed
+        content until it saves (about 0.1-0.3 MB a scanned page).
+        """
         t0 = time.perf_counter()
-        writer = pdfmod.SearchablePdfWriter()
-        try:
-            for page_no in range(1, page_count + 1):
-                path = self.page_pdfs.get(page_no)
-                if path is not None:
-                    writer.add_pdf_page(path.read_bytes())
-                elif original is not None:
-                    writer.add_original_page(original, page_no - 1)
-            writer.save(self._pdf_tmp)
-        finally:
-            writer.close()
+        parts: list[tuple[Path, int, int]] = []
+        for page_no in page_nos:
+            path = self.page_pdfs.get(page_no)
+            if path is not None:
+                parts.append((path, 1, 1))
+            elif original is not None:
+                if parts and parts[-1][0] == original and parts[-1][2] == page_no - 1:
+                    parts[-1] = (original, parts[-1][1], page_no)
+                else:
+                    parts.append((original, page_no, page_no))
+        concatenate_pdfs(parts, self._pdf_tmp)
         self.searchable_written = True
         self.add_time("searchable_pdf", time.perf_counter() - t0)
+
+    def page_failed(self, page_no: int, error: MedintakeError, width: float = 0.0, height: float = 0.0) -> None:
+        """Record a page that could not be read: an empty page whose record says why."""
+        code = PAGE_TIMEOUT if isinstance(error, PageTimeout) else getattr(error, "reason_code", None) or "page_failed"
+        self.failed.append({"page_no": page_no, "error": code, "message": error.message})
+        self.first_error = self.first_error or error
+        record = {"page_no": page_no, "source": ERROR_SOURCE, "error": code, "message": error.message,
+                  "units": "pt", "width": round(width, 2), "height": round(height, 2), "rotation": 0, "dpi": None,
+                  "text_offset": 0, "chars": 0, "mean_confidence": None, "lines": [], "words": []}
+        self.write_page(record, "", PageResult(page_no=page_no, source=ERROR_SOURCE, width=width, height=height))
+        log.warning("page %d not read: %s", page_no, code)
 
     def commit(self) -> None:
         """Close the streams and move every output into place (atomic per file)."""
@@ -206,6 +235,76 @@ class OcrOutcome:
     page_pdf: bytes
     result: PageResult
     timings: dict[str, float]
+    error: MedintakeError | None = None  # the page could not be read (timeout, damage): nothing else is set
+
+
+#: pages.json ``error`` of a page that exceeded ``page_timeout_seconds``.
+PAGE_TIMEOUT = "page_timeout"
+
+
+class PageTimeout(ToolFailed):
+    """One page took longer than ``page_timeout_seconds``: that page fails, not the document."""
+
+
+def ocr_page_guarded(job: OcrJob) -> OcrOutcome:
+    """:func:`ocr_page` within the page's time limit; a PDF page that times out or is damaged
+    comes back as an error outcome (the document goes on without it, pages.json says why)."""
+    limit = float(job.settings.page_timeout_seconds or 0)
+    try:
+        if limit > 0:
+            # tesseract is killed by its own timeout within the page's budget; the alarm covers
+            # rendering and preprocessing (and a tesseract call that outlives it, killed below).
+            settings = job.settings.replace(ocr_timeout=min(job.settings.ocr_timeout, limit))
+            with _deadline(limit + 1.0):
+                return ocr_page(OcrJob(job.src, job.kind, job.index, settings))
+        return ocr_page(job)
+    except PageTimeout as exc:
+        error: MedintakeError = exc
+    except ToolFailed as exc:
+        if "timed out" not in exc.message:
+            raise
+        error = PageTimeout(f"the page took longer than {limit:g} s" if limit > 0 else exc.message)
+    except CorruptFile as exc:
+        if job.kind != "pdf":
+            raise
+        error = exc
+    return OcrOutcome({}, "", b"", PageResult(page_no=job.index + 1, source=ERROR_SOURCE, width=0.0, height=0.0),
+                      {}, error=error)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise PageTimeout in this (main) thread after ``seconds``; elsewhere, no limit but tesseract's."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(*_: Any) -> None:
+        _kill_tesseract_children()
+        raise PageTimeout(f"the page took longer than {seconds - 1.0:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _kill_tesseract_children() -> None:
+    """A tesseract this process started must not outlive the page it was reading (Linux /proc)."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and name.startswith("tesseract"):
+            with contextlib.suppress(OSError):
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+                os.waitpid(int(stat.parent.name), 0)
 
 
 def ocr_page(job: OcrJob) -> OcrOutcome:
@@ -276,9 +375,9 @@ class _PageRunner:
 
     def add_ocr_job(self, job: OcrJob, pages_left: int) -> None:
         if self.workers == 1 or pages_left < 1:
-            self._pending.append(("done", ocr_page(job)))
+            self._pending.append(("done", ocr_page_guarded(job)))
         else:
-            self._pending.append(("future", self._executor().submit(ocr_page, job)))
+            self._pending.append(("future", self._executor().submit(ocr_page_guarded, job)))
         in_flight = sum(1 for k, _ in self._pending if k == "future")
         self._flush(block=in_flight >= 2 * self.workers or len(self._pending) >= self._MAX_WAITING)
 
@@ -305,8 +404,14 @@ class _PageRunner:
             self._pending.popleft()
             if kind == "text":
                 _write_text_layer_page(item[0], item[1], self.out)
+            elif kind == "error":
+                self.out.page_failed(item[0], item[1])
             else:
                 _write_ocr_outcome(item, self.out)
+
+    def add_failed_page(self, page_no: int, error: MedintakeError) -> None:
+        self._pending.append(("error", (page_no, error)))
+        self._flush(block=len(self._pending) >= self._MAX_WAITING)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,27 +424,37 @@ class _PageRunner:
 DEFAULT_TEXT_ENGINE = "pdfium"
 
 
-def _extract_pdf(src: Path, settings: Settings, out: _Outputs) -> None:
+def _extract_pdf(src: Path, settings: Settings, out: _Outputs, pages: tuple[int, int] | None = None) -> None:
+    """Every page (or pages ``first``-``last``) of a PDF, in order; a damaged or timed-out page is
+    recorded as failed and the others go on, unless no page at all could be read."""
     doc = open_pdfium(src)
     try:
         count = len(doc)
         if count == 0:
             raise CorruptFile("the PDF has no pages")
+        first, last = pages or (1, count)
+        if not 1 <= first <= last <= count:
+            raise CorruptFile("the PDF has fewer pages than the range to read")
+        indices = range(first - 1, last)
         engine = str(settings.text_engine or DEFAULT_TEXT_ENGINE)
         with contextlib.ExitStack() as stack:
             runner = stack.enter_context(_PageRunner(settings, out))
             if engine == "pdfplumber":
-                layers = _plumber_layers(stack.enter_context(pdfmod.open_plumber(src)), count, out)
+                layers = _plumber_layers(stack.enter_context(pdfmod.open_plumber(src)), count, out, indices)
             else:
-                layers = _pdfium_layers(doc, count, out)
-            for index, layer in enumerate(layers):
-                if layer is not None:
+                layers = _pdfium_layers(doc, indices, out)
+            for index, layer in zip(indices, layers):
+                if isinstance(layer, MedintakeError):
+                    runner.add_failed_page(index + 1, layer)
+                elif layer is not None:
                     runner.add_text_page(index + 1, layer)
                 else:
-                    runner.add_ocr_job(OcrJob(str(src), "pdf", index, settings), pages_left=count - index - 1)
+                    runner.add_ocr_job(OcrJob(str(src), "pdf", index, settings), pages_left=last - index - 1)
             runner.finish()
+        if pages is None and out.first_error is not None and len(out.failed) == len(out.results):
+            raise out.first_error  # nothing readable: the document's error (a range: the merge decides)
         if out.ocr_ran:
-            out.write_searchable(doc, count)
+            out.write_searchable(src, range(first, last + 1))
     finally:
         doc.close()
 
@@ -348,16 +463,18 @@ def _usable(layer: pdfmod.TextLayerPage) -> pdfmod.TextLayerPage | None:
     return layer if pdfmod.is_usable_text(layer.text) else None
 
 
-def _pdfium_layers(doc: Any, count: int, out: _Outputs) -> Iterator[pdfmod.TextLayerPage | None]:
-    """Each page's usable text layer (pdfium), or None when the page must be OCR'd."""
+def _pdfium_layers(doc: Any, indices: range, out: _Outputs) -> Iterator[pdfmod.TextLayerPage | MedintakeError | None]:
+    """Each page's usable text layer (pdfium), None when the page must be OCR'd, or the error of a
+    page that cannot be loaded."""
     import pypdfium2 as pdfium
 
-    for index in range(count):
+    for index in indices:
         t0 = time.perf_counter()
         try:
             page = doc[index]
         except pdfium.PdfiumError:
-            raise CorruptFile("a PDF page cannot be loaded") from None
+            yield CorruptFile("a PDF page cannot be loaded")
+            continue
         try:
             layer = pdfmod.read_text_layer_pdfium(page)
         finally:
@@ -366,7 +483,7 @@ def _pdfium_layers(doc: Any, count: int, out: _Outputs) -> Iterator[pdfmod.TextL
         yield _usable(layer)
 
 
-def _plumber_layers(plumber: Any, count: int, out: _Outputs) -> Iterator[pdfmod.TextLayerPage | None]:
+def _plumber_layers(plumber: Any, count: int, out: _Outputs, indices: range) -> Iterator[pdfmod.TextLayerPage | None]:
     """Each page's usable text layer (pdfplumber), or None when the page must be OCR'd."""
     try:
         pages = plumber.pages
@@ -376,7 +493,7 @@ def _plumber_layers(plumber: Any, count: int, out: _Outputs) -> Iterator[pdfmod.
         raise CorruptFile("the PDF's page tree cannot be read") from None
     if len(pages) != count:
         raise CorruptFile("the PDF's page tree is inconsistent")
-    for page in pages:
+    for page in (pages[i] for i in indices):
         t0 = time.perf_counter()
         try:
             layer = pdfmod.read_text_layer(page)
@@ -422,7 +539,7 @@ def _extract_images(src: Path, settings: Settings, out: _Outputs) -> None:
         for index in range(frames):
             runner.add_ocr_job(OcrJob(str(src), "image", index, settings), pages_left=frames - index - 1)
         runner.finish()
-    out.write_searchable(None, frames)
+    out.write_searchable(None, range(1, frames + 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +558,7 @@ def _extract_dicom(src: Path, settings: Settings, out: _Outputs) -> None:
         for index in range(info.frames):
             runner.add_ocr_job(OcrJob(str(src), "dicom", index, settings), pages_left=info.frames - index - 1)
         runner.finish()
-    out.write_searchable(None, info.frames)
+    out.write_searchable(None, range(1, info.frames + 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,7 +661,50 @@ def _ocr_outcome(page_no: int, page: ocr.OcrPage, page_size_pt: tuple[float, flo
 
 
 def _write_ocr_outcome(outcome: OcrOutcome, out: _Outputs) -> None:
+    if outcome.error is not None:
+        out.page_failed(outcome.result.page_no, outcome.error)
+        return
     for name, seconds in outcome.timings.items():
         out.add_time(name, seconds)
     out.keep_page_pdf(outcome.result.page_no, outcome.page_pdf)
     out.write_page(outcome.record, outcome.text, outcome.result)
+
+
+# --------------------------------------------------------------------------------------------
+# PDF assembly without holding the pages in memory
+# --------------------------------------------------------------------------------------------
+
+def concatenate_pdfs(parts: list[tuple[Path, int, int]], dest: Path) -> None:
+    """Write ``dest`` from pages ``first``-``last`` (1-based) of each file, in order.
+
+    qpdf copies page objects file to file, reading each stream when it writes it: its memory is
+    the object tables, not the pages (measured in bench/README-long.md). Without qpdf, or if it
+    refuses an original it cannot repair, pdfium's writer does it in memory.
+    """
+    qpdf = shutil.which("qpdf")
+    if qpdf and parts:
+        args = [qpdf, "--empty", "--no-warn", "--pages"]
+        for path, first, last in parts:
+            args += [str(path), f"{first}-{last}" if last > first else str(first)]
+        args += ["--", str(dest)]
+        done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              check=False)
+        if done.returncode in (0, 3):  # 3: warnings (a repaired original), output written
+            return
+        log.warning("qpdf could not assemble the searchable PDF (exit %d); pdfium does", done.returncode)
+    uses = collections.Counter(path for path, _, _ in parts)
+    writer = pdfmod.SearchablePdfWriter()
+    opened: dict[Path, Any] = {}
+    try:
+        for path, first, last in parts:
+            doc = opened.get(path) or opened.setdefault(path, open_pdfium(path))
+            for page_no in range(first, last + 1):
+                writer.add_original_page(doc, page_no - 1)
+            uses[path] -= 1
+            if not uses[path]:  # a one-page OCR file: closed at once, not kept open with 499 others
+                opened.pop(path).close()
+        writer.save(dest)
+    finally:
+        writer.close()
+        for doc in opened.values():
+            doc.close()
