@@ -36,6 +36,10 @@ Pixel pipeline, decided once for all outputs (one decode, then a cascade of down
    (2048 -> 1024 -> 256) with ``reducing_gap`` (integer box ``reduce`` first, then LANCZOS), so the
    full-size image is resampled once and never more than two full-size buffers exist at a time.
 
+PDFs with the standard set (no full-size output) skip steps 1 and 5: pdfium draws page 1 straight
+at each rendition's size (:func:`pdf_page_renditions`; same sizes as the cascade, a third of its
+CPU on born-digital pages), and each drawn image goes through step 3 on its own.
+
 Why no ``Image.draft``: with the lossless set two outputs are full size, so the full-resolution
 decode is needed anyway; for the standard set the largest output is 2048 px, which a 12 MP photo
 only reaches at full DCT scale, so draft would not change its decode either. A second, DCT-scaled JPEG decode for the small outputs measured within noise of the
@@ -137,7 +141,8 @@ RENDITIONS: tuple[RenditionSpec, ...] = (
     ),
     RenditionSpec(
         "preview", "preview.webp", "WEBP", "image/webp", 1024,
-        (("quality", 80), ("method", 4)),
+        # method 2: half the CPU of method 4 for 1-4 % more bytes (bench/README-pipeline.md).
+        (("quality", 80), ("method", 2)),
     ),
     RenditionSpec(
         "thumbnail", "thumbnail.jpg", "JPEG", "image/jpeg", 256,
@@ -156,10 +161,14 @@ def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings
     quiet_pillow_debug_logging()
     target = out_dir / RENDITIONS_DIR
     target.mkdir(parents=True, exist_ok=True)
+    specs = selected(settings)
+    if kind.kind == "pdf" and all(spec.max_side is not None for spec in specs):
+        # No full-size output: pdfium draws page 1 straight at each rendition's size.
+        return list(reversed(pdf_page_renditions(src, specs, target, settings)))
     current = load_normalised(src, kind, settings)
     full_size = current.size
     results: list[RenditionResult] = []
-    for spec in selected(settings):
+    for spec in specs:
         # Sizes come from the full size (no rounding drift along the cascade); rebinding
         # ``current`` releases the full-size buffer once the first downscale exists.
         current = fit_within(current, full_size, spec.max_side)
@@ -297,6 +306,70 @@ def render_pdf_page(src: Path, settings: Settings) -> "PILImage.Image":
         raise CorruptFile("the PDF page cannot be rendered") from None
     finally:
         pdf.close()
+
+
+def pdf_page_renditions(src: Path, specs: tuple[RenditionSpec, ...], target: Path,
+                        settings: Settings) -> list[RenditionResult]:
+    """Page 1 of a PDF drawn by pdfium at each rendition's own size (sets without a full-size output).
+
+    Each output has exactly the size the cascade would give it (the ``PDF_DPI`` page, bounded,
+    fitted in the spec's box), but is rasterised there instead of being rendered at ``PDF_DPI``
+    and resampled: drawing a 2048-px page costs about what the 200 dpi one does, and drawing the
+    1024 and 256 px ones costs less than resampling to them (``bench/README-pipeline.md``: the
+    stage went from ~0.23 to ~0.07 CPU s per born-digital document). pdfium anti-aliases text and
+    vectors at the target size, so the small renditions are at least as sharp as a LANCZOS
+    reduction. Every output is normalised on its own (a grey page becomes ``L``).
+    """
+    import pypdfium2 as pdfium
+
+    from jobs.identify import open_pdfium
+
+    pdf = open_pdfium(src)
+    try:
+        if len(pdf) == 0:
+            raise CorruptFile("the PDF has no pages")
+        try:
+            page = pdf[0]
+        except pdfium.PdfiumError:
+            raise CorruptFile("the PDF page cannot be rendered") from None
+        try:
+            width_pt, height_pt = page.get_size()
+            scale = pdf_scale(width_pt, height_pt, settings.max_image_pixels)
+            full = (math.ceil(width_pt * scale), math.ceil(height_pt * scale))  # what render() at scale gives
+            results = []
+            for spec in specs:
+                assert spec.max_side is not None
+                image = draw_pdf_page(page, fitted_size(full, spec.max_side))
+                results.append(write_rendition(normalise(image, None), spec, target))
+            return results
+        finally:
+            page.close()
+    finally:
+        pdf.close()
+
+
+def draw_pdf_page(page: Any, size: tuple[int, int]) -> "PILImage.Image":
+    """The page (its /Rotate applied, annotations drawn, on white) stretched to exactly ``size``, as RGB."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    width, height = size
+    try:
+        bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_BGR, rev_byteorder=True)
+        try:
+            bitmap.fill_rect((255, 255, 255, 255), 0, 0, width, height)
+            pdfium_c.FPDF_RenderPageBitmap(bitmap, page, 0, 0, width, height, 0,
+                                           pdfium_c.FPDF_ANNOT | pdfium_c.FPDF_REVERSE_BYTE_ORDER)
+            rendered = bitmap.to_pil()
+            # Pillow's frombuffer maps only L/P/RGBX/RGBA/CMYK/I;16 buffers; an RGB one is copied,
+            # so the image owns its pixels once the bitmap is closed. Anything else: copy it.
+            image = rendered if rendered.mode == "RGB" else rendered.convert("RGB")
+        finally:
+            bitmap.close()
+    except pdfium.PdfiumError:
+        raise CorruptFile("the PDF page cannot be rendered") from None
+    image.info = {}
+    return image
 
 
 def pdf_scale(width_pt: float, height_pt: float, max_pixels: int) -> float:
