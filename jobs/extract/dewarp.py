@@ -1,0 +1,282 @@
+"""Flattening of photographed curved pages (a leaflet or booklet photographed on a knee).
+
+Why: on a curved page the text lines bend, and Tesseract's line finder cuts a bent line into
+pieces, mixes neighbouring lines and reads the rest at CER ~0.25. Straightening the lines before
+recognition is enough to bring it back to flat-page accuracy; a full 3-D page model is not needed.
+
+How (text-line based, OpenCV + numpy only):
+
+1. On a reduced copy: adaptive threshold, connected components; the glyph-sized ones give the
+   text height ``h`` and a mask of letters (pictures, rules, page edges and speckle left out).
+2. A horizontal closing about one text height wide joins letters into word and line blobs. Each
+   long, thin blob is one piece of a text line: a quadratic fitted to its column centroids gives
+   the line's direction (slope) at points along it. Blobs the quadratic does not fit are dropped.
+3. The scattered slopes become a smooth slope field over the page by normalised convolution
+   (Gaussian-weighted averages at three scales, so gaps between columns and margins are filled
+   from farther away).
+4. Every output row follows the field's integral curve (midpoint rule) from the middle of the
+   text to both sides: that curve is where the text line through that row lies in the photo.
+   Those source rows form a ``cv2.remap`` grid, so the bent lines come out straight.
+5. The curvature measure is how far those curves, over the text's own extent, depart from
+   straight lines (90th percentile of the maximal residual of a straight fit, in text heights).
+   A flat page (scan, photo of a flat sheet, a skewed or keystoned page: all straight lines)
+   measures well under the gate, and is returned unchanged: the same array object.
+
+Only vertical displacement is corrected; the horizontal foreshortening of a cylinder is left
+(Tesseract reads narrowed letters well, it does not read bent lines).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+# Working resolution of the measurement (the remap itself is done at full resolution).
+_MAX_SIDE = 1400
+# Curvature (text heights of departure from a straight line) below which a page is left alone.
+# Flat pages measure < 0.15, the curved photos in bench/data/curved 0.9-5 (bench/README-dewarp.md).
+CURVATURE_GATE = 0.36
+# Fewer line samples than this: not enough text to say anything (pictures, sideways pages).
+_MIN_SAMPLES = 40
+# A line blob is kept when its quadratic fits within this share of the text height (RMS).
+_MAX_FIT_RMS = 0.25
+
+
+@dataclass
+class Dewarped:
+    """The (possibly) flattened page and what was measured; ``applied`` False means unchanged."""
+
+    gray: np.ndarray
+    curvature: float
+    applied: bool
+    text_height: float | None = None
+    lines: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _reduce(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    h, w = gray.shape[:2]
+    f = min(1.0, _MAX_SIDE / max(h, w))
+    if f >= 1.0:
+        return gray, 1.0
+    return cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
+
+
+def _glyph_mask(small: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Mask of glyph-sized ink components and their (median) height; None without text."""
+    block = max(15, (min(small.shape) // 30) | 1)
+    ink = cv2.adaptiveThreshold(small, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 12)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    if n <= 1:
+        return None
+    st = stats[1:]
+    w, h, area = st[:, cv2.CC_STAT_WIDTH], st[:, cv2.CC_STAT_HEIGHT], st[:, cv2.CC_STAT_AREA]
+    plausible = (h >= 4) & (h <= small.shape[0] / 15) & (w <= h * 3) & (area >= 6) & (area <= w * h * 0.9)
+    if np.count_nonzero(plausible) < 30:
+        return None
+    text_h = float(np.median(h[plausible]))
+    keep = plausible & (h >= text_h * 0.5) & (h <= text_h * 2.2)
+    lut = np.zeros(n, np.uint8)
+    lut[1:][keep] = 255
+    return lut[labels], text_h
+
+
+def _line_samples(glyphs: np.ndarray, text_h: float) -> tuple[np.ndarray, float]:
+    """(x, y, slope, weight) samples along text-line blobs, and the blobs' own bending.
+
+    The bending is the width-weighted 75th percentile of the sagitta (text heights) of the
+    quadratics fitted to long blobs (10 text heights or more): direct evidence that lines bend,
+    which the smoothed field alone could fake near pictures or column edges.
+    """
+    k = max(3, int(round(text_h * 1.2)))
+    closed = cv2.morphologyEx(glyphs, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    out: list[np.ndarray] = []
+    sagittas: list[tuple[float, float]] = []
+    step = max(1, int(text_h // 3))
+    for i in range(1, n):
+        x, y, w, h, area = stats[i]
+        # Thickness, not box height: a long line photographed at an angle has a tall box.
+        if w < text_h * 4 or h < text_h * 0.5 or area / w > text_h * 2.0 or h > w * 0.6:
+            continue
+        mask = labels[y:y + h, x:x + w] == i
+        cols = np.arange(0, w, step)
+        sub = mask[:, cols]
+        count = sub.sum(axis=0)
+        ok = count > 0
+        if np.count_nonzero(ok) < 6:
+            continue
+        rows = np.arange(h, dtype=np.float64)[:, None]
+        cy = (sub * rows).sum(axis=0)[ok] / count[ok] + y
+        cx = cols[ok].astype(np.float64) + x
+        deg = 2 if w >= text_h * 8 else 1
+        coef = np.polyfit(cx, cy, deg)
+        rms = float(np.sqrt(np.mean((np.polyval(coef, cx) - cy) ** 2)))
+        if rms > text_h * _MAX_FIT_RMS:
+            continue
+        xs = np.arange(x + text_h / 2, x + w - text_h / 2, text_h, dtype=np.float64)
+        if len(xs) == 0:
+            continue
+        slope = np.polyval(np.polyder(coef), xs)
+        if np.any(np.abs(slope) > 0.6):  # steeper than ~30 degrees: not a text line we can follow
+            continue
+        out.append(np.stack([xs, np.polyval(coef, xs), slope, np.full_like(xs, 1.0)], axis=1))
+        if w >= text_h * 10:
+            sagittas.append((abs(float(coef[0])) * (w / 2.0) ** 2 / text_h, float(w)))
+    if not out:
+        return np.empty((0, 4)), 0.0
+    bending = 0.0
+    if len(sagittas) >= 3:
+        sag, width = np.array(sagittas).T
+        order = np.argsort(sag)
+        cum = np.cumsum(width[order]) / width.sum()
+        bending = float(sag[order][min(len(sag) - 1, int(np.searchsorted(cum, 0.75)))])
+    return np.concatenate(out), bending
+
+
+def _slope_field(samples: np.ndarray, shape: tuple[int, int], cell: float,
+                 text_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slope on a grid of ``cell``-sized cells (normalised convolution at three scales), and
+    whether each node has line evidence of its own nearby (the finest scale's support)."""
+    gh, gw = int(np.ceil(shape[0] / cell)) + 1, int(np.ceil(shape[1] / cell)) + 1
+    num = np.zeros((gh, gw), np.float64)
+    den = np.zeros((gh, gw), np.float64)
+    gy = np.clip(np.round(samples[:, 1] / cell).astype(int), 0, gh - 1)
+    gx = np.clip(np.round(samples[:, 0] / cell).astype(int), 0, gw - 1)
+    np.add.at(num, (gy, gx), samples[:, 2] * samples[:, 3])
+    np.add.at(den, (gy, gx), samples[:, 3])
+    total_n = np.zeros_like(num)
+    total_d = np.zeros_like(den)
+    base = text_h * 3.0 / cell
+    support = np.zeros_like(den)
+    for sigma, weight in ((base, 1.0), (base * 4, 1e-3), (base * 16, 1e-6)):
+        total_n += weight * cv2.GaussianBlur(num, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        blurred = cv2.GaussianBlur(den, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        total_d += weight * blurred
+        if weight == 1.0:
+            # One sample per text height along a line: a node between lines of text sees about
+            # 1 / (2 pi sigma^2) * (samples within reach); a quarter of that counts as support.
+            support = blurred > 0.25 * (cell / text_h) / (np.sqrt(2 * np.pi) * sigma)
+    fallback = float(np.median(samples[:, 2]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        field_ = np.where(total_d > 1e-12, total_n / np.maximum(total_d, 1e-300), fallback)
+    return field_, support
+
+
+def _integrate(slopes: np.ndarray, cell: float, x_ref: float) -> np.ndarray:
+    """Source row (reduced-image pixels) of every grid node: curves through each row at x_ref."""
+    gh, gw = slopes.shape
+    ys = np.arange(gh, dtype=np.float64) * cell
+    j0 = int(np.clip(round(x_ref / cell), 0, gw - 1))
+    curves = np.empty((gh, gw), np.float64)
+    curves[:, j0] = ys
+
+    def slope_at(j: float, y: np.ndarray) -> np.ndarray:
+        lo = int(np.floor(j))
+        hi = min(lo + 1, gw - 1)
+        t = j - lo
+        a = np.interp(y, ys, slopes[:, lo])
+        return a if t == 0 else (1 - t) * a + t * np.interp(y, ys, slopes[:, hi])
+
+    for direction in (1, -1):
+        y = ys.copy()
+        j = j0
+        while 0 <= j + direction < gw:
+            mid = y + 0.5 * direction * cell * slope_at(j, y)
+            y = y + direction * cell * slope_at(j + 0.5 * direction, mid)
+            j += direction
+            curves[:, j] = y
+    return curves
+
+
+def _curvature(curves: np.ndarray, support: np.ndarray, text_h: float, cell: float) -> float:
+    """How far text lines depart from straight lines, in text heights.
+
+    For every integral curve that runs through text (supported nodes) over at least a third of
+    the text's width, the largest residual of a straight fit over its supported stretch; the
+    page's figure is the 75th percentile. Pictures and odd blobs bend the field only locally,
+    where there is little support, so they do not make a flat page look curved.
+    """
+    cols = np.nonzero(support.any(axis=0))[0]
+    if len(cols) < 4:
+        return 0.0
+    width = cols[-1] - cols[0] + 1
+    gh = curves.shape[0]
+    # Support at each curve's own position: look the node up at the curve's row, column by column.
+    rows = np.clip(np.round(curves / cell).astype(int), 0, gh - 1)
+    on_text = support[rows, np.arange(curves.shape[1])[None, :]]
+    residuals = []
+    for i in range(gh):
+        js = np.nonzero(on_text[i])[0]
+        if len(js) < max(4, width / 3):
+            continue
+        y = curves[i, js]
+        coef = np.polyfit(js.astype(np.float64), y, 1)
+        residuals.append(float(np.abs(np.polyval(coef, js) - y).max()))
+    if len(residuals) < 3:
+        return 0.0
+    return float(np.percentile(residuals, 75) / text_h)
+
+
+def measure(gray: np.ndarray) -> tuple[float, dict]:
+    """Curvature of the page's text lines (text heights) and the model to flatten it."""
+    small, f = _reduce(gray)
+    found = _glyph_mask(small)
+    if found is None:
+        return 0.0, {}
+    glyphs, text_h = found
+    samples, bending = _line_samples(glyphs, text_h)
+    if len(samples) < _MIN_SAMPLES:
+        return 0.0, {"text_h": text_h / f}
+    cell = max(4.0, text_h)
+    slopes, support = _slope_field(samples, small.shape, cell, text_h)
+    x_ref = float(np.median(samples[:, 0]))
+    curves = _integrate(slopes, cell, x_ref)
+    # Both must say "bent": the field's curves over whole lines (long-range bending across
+    # columns) and the blobs' own quadratics (direct evidence, immune to field artefacts).
+    curvature = float(np.sqrt(_curvature(curves, support, text_h, cell) * bending))
+    return curvature, {"curves": curves, "cell": cell, "scale": f, "text_h": text_h / f,
+                       "lines": len(samples)}
+
+
+def remap(gray: np.ndarray, model: dict) -> np.ndarray:
+    """Apply the flattening: every output row samples the photo along its integral curve."""
+    h, w = gray.shape[:2]
+    f, cell, curves = model["scale"], model["cell"], model["curves"]
+    # Grid node (i, j) sits at (j * cell, i * cell) in reduced pixels; source row curves[i, j].
+    gh, gw = curves.shape
+    # Node (i, j) sits at (j, i) * cell / f in full pixels: bilinear weights per axis, so the
+    # full-resolution map is two small matrix products (no full-size coordinate grids).
+    wy = _interp_matrix(h, gh, f / cell)
+    wx = _interp_matrix(w, gw, f / cell)
+    map_y = (wy @ (curves / f).astype(np.float32)) @ wx.T
+    map_x = np.ascontiguousarray(np.broadcast_to(np.arange(w, dtype=np.float32)[None, :], (h, w)))
+    return cv2.remap(gray, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _interp_matrix(n: int, nodes: int, factor: float) -> np.ndarray:
+    """(n, nodes) linear-interpolation weights of pixel k at node coordinate k * factor."""
+    pos = np.clip(np.arange(n, dtype=np.float64) * factor, 0, nodes - 1)
+    lo = np.minimum(np.floor(pos).astype(int), nodes - 2) if nodes > 1 else np.zeros(n, int)
+    t = pos - lo
+    m = np.zeros((n, nodes), np.float32)
+    m[np.arange(n), lo] = 1 - t
+    if nodes > 1:
+        m[np.arange(n), lo + 1] += t
+    return m
+
+
+def dewarp_if_curved(gray: np.ndarray, gate: float = CURVATURE_GATE) -> Dewarped:
+    """Flatten the page when its text lines are measurably curved; otherwise return it unchanged."""
+    t0 = time.perf_counter()
+    curvature, model = measure(gray)
+    timings = {"measure": time.perf_counter() - t0}
+    text_h = model.get("text_h")
+    if curvature < gate or "curves" not in model:
+        return Dewarped(gray, curvature, False, text_h, int(model.get("lines", 0)), timings)
+    t0 = time.perf_counter()
+    flat = remap(gray, model)
+    timings["remap"] = time.perf_counter() - t0
+    return Dewarped(flat, curvature, True, text_h, int(model["lines"]), timings)
