@@ -1,6 +1,6 @@
 """Long documents: one page range OCR'd per job, and the merge of the ranges in page order.
 
-``python -m jobs.extract.ranges --plan KEY`` is a child of the ``pages`` array job
+``python -m jobs.pages --plan KEY`` is a child of the ``pages`` array job
 (job_definitions/pages.json; pipeline/page_ranges.py has the graph): child ``i`` reads range
 ``i`` of the plan with the same extract stage as a whole document (jobs/extract/text.py, pages
 ``first``-``last``) and stores text.txt, pages.json and searchable.pdf under the range's own
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of a ``pages`` child: exit codes as jobs/__main__.py's (SPEC 4)."""
     from pipeline.logs import configure_logging
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.extract.ranges",
+    parser = argparse.ArgumentParser(prog="python -m jobs.pages",
                                      description="Read one page range of a long document (a child of a pages job).")
     parser.add_argument("--plan", required=True, help="the store key of the document's page-range plan")
     args = parser.parse_args(argv)
@@ -205,7 +205,3 @@ def main(argv: list[str] | None = None) -> int:
                             for f in reversed(traceback.extract_tb(exc.__traceback__)))
         log.error("pages job crashed: %s at %s", type(exc).__name__, frames)
         return int(ExitCode.INTERNAL)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

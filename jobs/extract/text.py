@@ -187,6 +187,10 @@ class _Outputs:
                   "units": "pt", "width": round(width, 2), "height": round(height, 2), "rotation": 0, "dpi": None,
                   "text_offset": 0, "chars": 0, "mean_confidence": None, "lines": [], "words": []}
         self.write_page(record, "", PageResult(page_no=page_no, source=ERROR_SOURCE, width=width, height=height))
+        if code != PAGE_TIMEOUT:  # a damaged page cannot be copied: searchable.pdf keeps its place blank
+            path = self._scratch / f"{page_no:06d}.pdf"
+            path.write_bytes(_blank_page_pdf())
+            self.page_pdfs[page_no] = path
         log.warning("page %d not read: %s", page_no, code)
 
     def commit(self) -> None:
@@ -708,3 +712,19 @@ def concatenate_pdfs(parts: list[tuple[Path, int, int]], dest: Path) -> None:
         writer.close()
         for doc in opened.values():
             doc.close()
+
+
+def _blank_page_pdf(width_pt: float = 612.0, height_pt: float = 792.0) -> bytes:
+    """One empty Letter page: holds a damaged page's place in searchable.pdf."""
+    import io
+
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument.new()
+    try:
+        doc.new_page(width_pt, height_pt).close()
+        buf = io.BytesIO()
+        doc.save(buf)
+        return buf.getvalue()
+    finally:
+        doc.close()
