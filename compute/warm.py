@@ -10,32 +10,93 @@ session (process group), with its own environment, working directory, log file a
 so kills, timeouts and retries behave exactly as with a new interpreter. Modules that start
 threads at import (numpy's BLAS pool, OpenCV) are not preloaded, since forking a process that has
 threads is unsafe.
+
+A job definition may name more modules for the server to import once, comma-separated in its
+environment variable ``MEDINTAKE_WARM_PRELOAD`` (the entities engines' loader, say: ~0.5 s per
+worker otherwise). Compute still names no job code: the list is the definition's. The server
+starts with the first attempt's settings in its environment (``MEDINTAKE_*``, the definition's
+variables such as ``OPENBLAS_NUM_THREADS``), so what it preloads is what that attempt would load.
+If the server nevertheless has more than one thread once it is up (a preloaded module started
+one), every attempt is started as a new interpreter instead, with a warning: slower, never unsafe.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import multiprocessing
 import os
 import runpy
+import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+log = logging.getLogger("medintake.compute.warm")
 
 #: Libraries most jobs decode with, thread-free at import (added to the command's own module).
 PRELOAD_LIBRARIES = ["PIL.Image", "pypdfium2"]
+#: The job definition's variable naming more modules to preload (comma-separated).
+PRELOAD_ENV = "MEDINTAKE_WARM_PRELOAD"
+#: Imported after everything else: freezes the preloaded objects out of the workers' GC.
+FREEZE_MODULE = "compute.warm_freeze"
+#: Per-attempt variables the server must not inherit from the first attempt.
+_ATTEMPT_ONLY = ("AWS_BATCH_JOB_ID", "AWS_BATCH_JOB_ATTEMPT", "AWS_BATCH_JOB_ARRAY_INDEX", "TMPDIR")
 
 _context: Any = None
+_unsafe = False  # the server turned out to have threads: attempts are started with exec instead
 
 
-def _forkserver(module: str) -> Any:
-    """The forkserver context; the first command's module is preloaded with the libraries."""
-    global _context
+def preload_modules(module: str, env: dict[str, str]) -> list[str]:
+    """What the server imports: the libraries, the command's module, the definition's list, the freeze."""
+    extra = [m.strip() for m in env.get(PRELOAD_ENV, "").split(",") if m.strip()]
+    return [*PRELOAD_LIBRARIES, _main_module(module), *extra, FREEZE_MODULE]
+
+
+def _forkserver(module: str, env: dict[str, str]) -> Any:
+    """The forkserver context, started now with the first attempt's module, preload list and settings."""
+    global _context, _unsafe
     if _context is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([*PRELOAD_LIBRARIES, _main_module(module)])
+        ctx.set_forkserver_preload(preload_modules(module, env))
+        try:
+            with _server_environment(env):
+                probe = ctx.Process(target=os._exit, args=(0,))  # starts the server; the preload runs now
+                probe.start()
+                probe.join()
+        except (OSError, EOFError) as exc:  # the server died in its preload (a module raised)
+            log.warning("warm server did not start (%s): starting workers with exec", type(exc).__name__)
+            _unsafe = True
+        threads = server_threads()
+        if not _unsafe and threads is not None and threads > 1:
+            log.warning("warm server has %d threads after its preload: starting workers with exec", threads)
+            _unsafe = True
         _context = ctx
     return _context
+
+
+@contextlib.contextmanager
+def _server_environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment, for the moment the server starts, is the attempt's (minus per-attempt values)."""
+    saved = dict(os.environ)
+    try:
+        os.environ.update({k: v for k, v in env.items() if k not in _ATTEMPT_ONLY})
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def server_threads() -> int | None:
+    """OS threads of the running forkserver (Linux /proc), or None when that cannot be read."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) if pid else None
+    except OSError:
+        return None
 
 
 def _main_module(module: str) -> str:
@@ -78,13 +139,26 @@ class WarmProcess:
     """The subset of ``subprocess.Popen`` the local compute environment uses."""
 
     def __init__(self, module: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: str) -> None:
-        self._process = _forkserver(module).Process(target=_child, args=(module, argv, env, str(log_path), cwd))
+        ctx = _forkserver(module, env)
+        self._popen: subprocess.Popen[bytes] | None = None
+        if _unsafe:
+            with log_path.open("wb") as log_fh:
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-m", module, *argv], env=env, stdin=subprocess.DEVNULL, stdout=log_fh,
+                    stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+            self.pid = self._popen.pid
+            return
+        self._process = ctx.Process(target=_child, args=(module, argv, env, str(log_path), cwd))
         self._process.start()
         self.pid = self._process.pid
 
     def poll(self) -> int | None:
+        if self._popen is not None:
+            return self._popen.poll()
         return self._process.exitcode  # negative: killed by that signal, like Popen.returncode
 
     def wait(self) -> int | None:
+        if self._popen is not None:
+            return self._popen.wait()
         self._process.join()
         return self._process.exitcode

@@ -90,6 +90,23 @@ def analyse(text: str, settings: Settings, low_confidence: Any = None) -> Analys
     return result
 
 
+#: Fabricated text touching every engine of the local backend (lexicons, model, rules, codes).
+_WARM_TEXT = "Patient on metformin 500 mg twice daily for type 2 diabetes; denies chest pain. Hb 12.1 g/dL."
+
+
+def warm(settings: Settings) -> tuple[str, ...]:
+    """Load what ``analyse`` loads on first use for these settings, so that a process forked after
+    this (jobs/entities/preload.py, run by the local warm server) starts with it in memory.
+
+    Runs ``analyse`` once on a fabricated sentence rather than listing the loaders, so every lazy
+    load it has (now or later) is covered. Returns the engines loaded; nothing for a remote backend.
+    """
+    if settings.entities_backend != "local":
+        return ()
+    analyse(_WARM_TEXT, settings)
+    return ("lexicon", "model", "rules") + (("icd10cm",) if settings.local_icd10cm == "on" else ())
+
+
 def detect_entities(text: str, settings: Settings) -> dict:
     """Entities of ``text`` as a DetectEntitiesV2 response dict (Entities, UnmappedAttributes, ModelVersion)."""
     if settings.entities_backend == "comprehendmedical":
