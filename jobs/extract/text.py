@@ -174,6 +174,10 @@ class _Outputs:
                     parts[-1] = (original, parts[-1][1], page_no)
                 else:
                     parts.append((original, page_no, page_no))
+            else:  # an image page that could not be read: its place kept, blank
+                blank = self._scratch / f"{page_no:06d}.pdf"
+                blank.write_bytes(_blank_page_pdf())
+                parts.append((blank, 1, 1))
         concatenate_pdfs(parts, self._pdf_tmp)
         self.searchable_written = True
         self.add_time("searchable_pdf", time.perf_counter() - t0)
@@ -301,8 +305,8 @@ def _kill_tesseract_children() -> None:
     me = os.getpid()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            raw = stat.read_text()
+            name, fields = raw.split("(", 1)[1].rsplit(")", 1)[0], raw.rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[1]) == me and name.startswith("tesseract"):
@@ -543,6 +547,8 @@ def _extract_images(src: Path, settings: Settings, out: _Outputs) -> None:
         for index in range(frames):
             runner.add_ocr_job(OcrJob(str(src), "image", index, settings), pages_left=frames - index - 1)
         runner.finish()
+    if out.first_error is not None and len(out.failed) == len(out.results):
+        raise out.first_error  # no frame read within its time limit: the document's error
     out.write_searchable(None, range(1, frames + 1))
 
 
@@ -562,6 +568,8 @@ def _extract_dicom(src: Path, settings: Settings, out: _Outputs) -> None:
         for index in range(info.frames):
             runner.add_ocr_job(OcrJob(str(src), "dicom", index, settings), pages_left=info.frames - index - 1)
         runner.finish()
+    if out.first_error is not None and len(out.failed) == len(out.results):
+        raise out.first_error
     out.write_searchable(None, range(1, info.frames + 1))
 
 
