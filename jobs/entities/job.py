@@ -67,4 +67,13 @@ def _low_confidence(ctx: JobContext) -> Any:
         data = ctx.store.get_bytes(ctx.prefix + "pages.json")
     except KeyError:
         return None
+    if not any(marker in data for marker in _OCR_PAGE):
+        # Only OCR'd pages carry word confidences that can be low (LowConfidence skips the rest);
+        # a born-digital document's pages.json need not be parsed at all (a byte search instead).
+        return None
     return LowConfidence.from_json(data, ctx.settings.ocr_low_confidence)  # page by page: bounded memory
+
+
+#: How an OCR'd page's record says so in pages.json (json.dumps' default and compact separators).
+#: Inside a string value (a word's text) the quotes would be escaped, so this never misses a page.
+_OCR_PAGE = (b'"source": "ocr"', b'"source":"ocr"')

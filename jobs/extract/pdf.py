@@ -115,6 +115,10 @@ def read_text_layer_pdfium(page: pdfium.PdfPage) -> TextLayerPage:
     pdfium keeps the content stream's order and marks its own line breaks; each character is read
     with its box, so the page text, the words and their offsets are built in one pass. Boxes are
     converted to pdfplumber's convention (points from the crop box's top-left corner).
+
+    Hot loop of a born-digital page (thousands of characters): the code points are read in one
+    sweep, the ctypes functions are bound once, and lines are kept as parallel lists of
+    characters and boxes (no tuple per character); a box is asked for only where a word is.
     """
     import ctypes
 
@@ -126,65 +130,67 @@ def read_text_layer_pdfium(page: pdfium.PdfPage) -> TextLayerPage:
         raise CorruptFile("a PDF page cannot be read") from None
     try:
         left, bottom, right, top = page.get_cropbox()
-        n = raw.FPDFText_CountChars(textpage.raw)
+        tp = textpage.raw
+        n = raw.FPDFText_CountChars(tp)
+        get_unicode, get_box = raw.FPDFText_GetUnicode, raw.FPDFText_GetCharBox
+        codes = [get_unicode(tp, k) for k in range(n)]
         l, r, b, t = (ctypes.c_double() for _ in range(4))
-        lines: list[list[tuple[str, tuple[float, float, float, float] | None]]] = [[]]
+        lines: list[tuple[list[str], list[tuple[float, float, float, float] | None]]] = []
+        chars: list[str] = []
+        boxes: list[tuple[float, float, float, float] | None] = []
         i = 0
         while i < n:
-            cp = raw.FPDFText_GetUnicode(textpage.raw, i)
+            cp = codes[i]
             if 0xD800 <= cp < 0xDC00 and i + 1 < n:  # surrogate pair: one character, two indices
-                low = raw.FPDFText_GetUnicode(textpage.raw, i + 1)
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (codes[i + 1] - 0xDC00)
                 i += 1
             idx = i
             i += 1
-            if cp in (0x0A, 0x0D):
-                if cp == 0x0A or lines[-1]:
-                    lines.append([])
+            if cp == 0x0A or cp == 0x0D:
+                if cp == 0x0A or chars:
+                    lines.append((chars, boxes))
+                    chars, boxes = [], []
                 continue
             ch = "-" if cp == 0x02 else chr(cp) if cp >= 0x20 else " "
-            box = None
-            if not ch.isspace() and raw.FPDFText_GetCharBox(textpage.raw, idx, l, r, b, t):
-                box = (l.value - left, top - t.value, r.value - left, top - b.value)
-            lines[-1].append((ch, box))
+            chars.append(ch)
+            if not ch.isspace() and get_box(tp, idx, l, r, b, t):
+                boxes.append((l.value - left, top - t.value, r.value - left, top - b.value))
+            else:
+                boxes.append(None)
+        lines.append((chars, boxes))
     finally:
         textpage.close()
     return _assemble_layer(lines, right - left, top - bottom, page.get_rotation())
 
 
-def _assemble_layer(char_lines: list[list[tuple[str, tuple[float, float, float, float] | None]]],
+_WORD = re.compile(r"\S+")  # \s is str.isspace() for str patterns (both are Py_UNICODE_ISSPACE)
+
+
+def _assemble_layer(char_lines: list[tuple[list[str], list[tuple[float, float, float, float] | None]]],
                     width: float, height: float, rotation: int) -> TextLayerPage:
-    """Page text, lines and words (with offsets) from lines of (character, box) pairs."""
+    """Page text, lines and words (with offsets) from lines of characters and their boxes (None: no box)."""
     parts: list[str] = []
     lines: list[dict[str, Any]] = []
     words: list[dict[str, Any]] = []
     pos = 0
-    for chars in char_lines:
-        text = "".join(ch for ch, _ in chars)
-        lead = len(text) - len(text.lstrip())
-        text = text.strip()
+    for chars, char_boxes in char_lines:
+        raw_text = "".join(chars)
+        text = raw_text.strip()
         if not text:
             continue
-        chars = chars[lead:lead + len(text)]
+        lead = len(raw_text) - len(raw_text.lstrip())
         if parts:
             parts.append("\n")
             pos += 1
         line_start = pos
         line_boxes = []
-        k = 0
-        while k < len(chars):
-            if chars[k][0].isspace():
-                k += 1
-                continue
-            j = k
-            while j < len(chars) and not chars[j][0].isspace():
-                j += 1
-            boxes = [bx for _, bx in chars[k:j] if bx is not None]
-            if boxes:
-                bbox = _union(boxes)
+        for m in _WORD.finditer(text):
+            k, j = m.span()
+            found = [bx for bx in char_boxes[lead + k:lead + j] if bx is not None]
+            if found:
+                bbox = _union(found)
                 line_boxes.append(bbox)
-                words.append({"text": text[k:j], "bbox": bbox, "confidence": 100.0, "offset": line_start + k})
-            k = j
+                words.append({"text": m.group(), "bbox": bbox, "confidence": 100.0, "offset": line_start + k})
         if line_boxes:
             lines.append({"text": text, "bbox": _union(line_boxes), "confidence": 100.0, "offset": line_start})
         parts.append(text)
@@ -193,8 +199,11 @@ def _assemble_layer(char_lines: list[list[tuple[str, tuple[float, float, float, 
 
 
 def _union(boxes: list[Any]) -> list[float]:
-    return [round(min(b[0] for b in boxes), 2), round(min(b[1] for b in boxes), 2),
-            round(max(b[2] for b in boxes), 2), round(max(b[3] for b in boxes), 2)]
+    if len(boxes) == 1:
+        x0, y0, x1, y1 = boxes[0]
+        return [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)]
+    x0s, y0s, x1s, y1s = zip(*boxes)
+    return [round(min(x0s), 2), round(min(y0s), 2), round(max(x1s), 2), round(max(y1s), 2)]
 
 
 def _box(obj: dict[str, Any]) -> list[float]:
