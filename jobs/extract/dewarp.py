@@ -1,8 +1,9 @@
 """Flattening of photographed curved pages (a leaflet or booklet photographed on a knee).
 
 Why: on a curved page the text lines bend, and Tesseract's line finder cuts a bent line into
-pieces, mixes neighbouring lines and reads the rest at CER ~0.25. Straightening the lines before
-recognition is enough to bring it back to flat-page accuracy; a full 3-D page model is not needed.
+pieces, mixes neighbouring lines and reads the photos in bench/data/curved at CER 0.14-0.30.
+Straightening the lines before recognition brings them to 0.003-0.03 (bench/README-dewarp.md);
+a full 3-D page model (page_dewarp's cubic sheet) is not needed for that.
 
 How (text-line based, OpenCV + numpy only):
 
@@ -17,10 +18,15 @@ How (text-line based, OpenCV + numpy only):
 4. Every output row follows the field's integral curve (midpoint rule) from the middle of the
    text to both sides: that curve is where the text line through that row lies in the photo.
    Those source rows form a ``cv2.remap`` grid, so the bent lines come out straight.
-5. The curvature measure is how far those curves, over the text's own extent, depart from
-   straight lines (90th percentile of the maximal residual of a straight fit, in text heights).
-   A flat page (scan, photo of a flat sheet, a skewed or keystoned page: all straight lines)
-   measures well under the gate, and is returned unchanged: the same array object.
+5. The curvature measure (in text heights) is the geometric mean of two estimates of how far
+   lines depart from straight: the field's integral curves over their stretch through text
+   (75th percentile of the largest residual of a straight fit: long-range bending, across
+   columns), and the long blobs' own quadratics (width-weighted 75th percentile of their
+   sagitta: direct evidence, which field artefacts near pictures cannot fake). A flat page
+   (scan, photo of a flat sheet, skewed or keystoned: straight lines all) measures well under
+   the gate and is returned unchanged: the same array object. A page lying sideways (more line
+   length when letters are joined down the columns) measures 0: the pipeline turns it upright
+   later and preprocesses it again, and then it is measured the right way up.
 
 Only vertical displacement is corrected; the horizontal foreshortening of a cylinder is left
 (Tesseract reads narrowed letters well, it does not read bent lines).
@@ -36,9 +42,9 @@ import numpy as np
 # Working resolution of the measurement (the remap itself is done at full resolution).
 _MAX_SIDE = 1400
 # Curvature (text heights of departure from a straight line) below which a page is left alone.
-# Flat pages measure < 0.15, the curved photos in bench/data/curved 0.9-5 (bench/README-dewarp.md).
+# Flat pages measured 0.00-0.21, the curved photos 0.45-1.18 (bench/README-dewarp.md).
 CURVATURE_GATE = 0.36
-# Fewer line samples than this: not enough text to say anything (pictures, sideways pages).
+# Fewer line samples than this: not enough text to say anything (pictures, near-empty pages).
 _MIN_SAMPLES = 40
 # A line blob is kept when its quadratic fits within this share of the text height (RMS).
 _MAX_FIT_RMS = 0.25
@@ -92,16 +98,32 @@ def _glyph_mask(small: np.ndarray) -> tuple[np.ndarray, float] | None:
     return lut[labels], text_h
 
 
-def _line_samples(glyphs: np.ndarray, text_h: float) -> tuple[np.ndarray, float]:
+def _join(glyphs: np.ndarray, text_h: float, vertical: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    """Letters joined into word and line blobs along rows (or down columns): CC labels and stats."""
+    k = max(3, int(round(text_h * 1.2)))
+    size = (1, k) if vertical else (k, 1)
+    closed = cv2.morphologyEx(glyphs, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, size))
+    return cv2.connectedComponentsWithStats(closed, connectivity=8)[:3]
+
+
+def _line_length(stats: np.ndarray, text_h: float, vertical: bool) -> float:
+    """Total length of the line-like blobs among ``_join``'s."""
+    st = stats[1:]
+    length = st[:, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH].astype(np.float64)
+    across = st[:, cv2.CC_STAT_WIDTH if vertical else cv2.CC_STAT_HEIGHT].astype(np.float64)
+    thickness = st[:, cv2.CC_STAT_AREA] / np.maximum(length, 1.0)
+    line = (length >= text_h * 4) & (thickness <= text_h * 2.0) & (across <= length * 0.6)
+    return float(length[line].sum())
+
+
+def _line_samples(joined: tuple[int, np.ndarray, np.ndarray], text_h: float) -> tuple[np.ndarray, float]:
     """(x, y, slope, weight) samples along text-line blobs, and the blobs' own bending.
 
     The bending is the width-weighted 75th percentile of the sagitta (text heights) of the
     quadratics fitted to long blobs (10 text heights or more): direct evidence that lines bend,
     which the smoothed field alone could fake near pictures or column edges.
     """
-    k = max(3, int(round(text_h * 1.2)))
-    closed = cv2.morphologyEx(glyphs, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    n, labels, stats = joined
     out: list[np.ndarray] = []
     sagittas: list[tuple[float, float]] = []
     step = max(1, int(text_h // 3))
@@ -236,7 +258,13 @@ def measure(gray: np.ndarray) -> tuple[float, dict]:
     if found is None:
         return 0.0, {}
     glyphs, text_h = found
-    samples, bending = _line_samples(glyphs, text_h)
+    # A page lying sideways has its lines running down: rows joined across them would look like
+    # short bent lines. Orientation is fixed later, and the upright page is measured again then.
+    rows = _join(glyphs, text_h, vertical=False)
+    columns = _join(glyphs, text_h, vertical=True)
+    if _line_length(columns[2], text_h, vertical=True) > _line_length(rows[2], text_h, vertical=False):
+        return 0.0, {"text_h": text_h / f}
+    samples, bending = _line_samples(rows, text_h)
     if len(samples) < _MIN_SAMPLES:
         return 0.0, {"text_h": text_h / f}
     cell = max(4.0, text_h)
@@ -254,30 +282,37 @@ def remap(gray: np.ndarray, model: dict) -> np.ndarray:
     """Apply the flattening: every output row samples the photo along its integral curve."""
     h, w = gray.shape[:2]
     f, cell, curves = model["scale"], model["cell"], model["curves"]
-    # Grid node (i, j) sits at (j * cell, i * cell) in reduced pixels; source row curves[i, j].
     gh, gw = curves.shape
-    # Node (i, j) sits at (j, i) * cell / f in full pixels: bilinear weights per axis, so the
-    # full-resolution map is two small matrix products (no full-size coordinate grids).
-    wy = _interp_matrix(h, gh, f / cell)
-    wx = _interp_matrix(w, gw, f / cell)
-    map_y = (wy @ (curves / f).astype(np.float32)) @ wx.T
-    map_x = np.ascontiguousarray(np.broadcast_to(np.arange(w, dtype=np.float32)[None, :], (h, w)))
+    # Node (i, j) sits at (j, i) * cell / f in full pixels and says which source row it samples.
+    # Bilinear interpolation between nodes, separably: along x once for every node row, then
+    # along y a band of output rows at a time (a 16 MP photo never holds full-size float maps).
+    lo_x, t_x = _interp_weights(w, gw, f / cell)
+    nodes = (curves / f).astype(np.float32)
+    along = nodes[:, lo_x] * (1 - t_x) + nodes[:, lo_x + 1] * t_x  # (gh, w)
+    lo_y, t_y = _interp_weights(h, gh, f / cell)
     # Rows that fall off the photo are filled with paper, not smeared edge pixels (streaks that
     # Tesseract would read as dashes).
     paper = float(np.percentile(gray[::8, ::8], 95))
-    return cv2.remap(gray, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
+    out = np.empty_like(gray)
+    band = 1024
+    map_x = np.ascontiguousarray(np.broadcast_to(np.arange(w, dtype=np.float32)[None, :], (min(band, h), w)))
+    for r0 in range(0, h, band):
+        r1 = min(h, r0 + band)
+        lo, t = lo_y[r0:r1], t_y[r0:r1, None]
+        map_y = along[lo] * (1 - t) + along[lo + 1] * t
+        out[r0:r1] = cv2.remap(gray, map_x[:r1 - r0], map_y, cv2.INTER_CUBIC,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
+    return out
 
 
-def _interp_matrix(n: int, nodes: int, factor: float) -> np.ndarray:
-    """(n, nodes) linear-interpolation weights of pixel k at node coordinate k * factor."""
+def _interp_weights(n: int, nodes: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower node and the upper one's weight for pixels 0..n-1 at node coordinate k * factor.
+
+    The node grids always have at least two nodes per axis (one more than the cells).
+    """
     pos = np.clip(np.arange(n, dtype=np.float64) * factor, 0, nodes - 1)
-    lo = np.minimum(np.floor(pos).astype(int), nodes - 2) if nodes > 1 else np.zeros(n, int)
-    t = pos - lo
-    m = np.zeros((n, nodes), np.float32)
-    m[np.arange(n), lo] = 1 - t
-    if nodes > 1:
-        m[np.arange(n), lo + 1] += t
-    return m
+    lo = np.minimum(np.floor(pos).astype(np.intp), nodes - 2)
+    return lo, (pos - lo).astype(np.float32)
 
 
 def dewarp_if_curved(gray: np.ndarray, gate: float = CURVATURE_GATE) -> Dewarped:
