@@ -81,13 +81,14 @@ def test_dispatch_submits_the_job_graph_to_batch(aws):
     assert names == sorted(f"medintake-{k}-{ref.document_id}-a1" for k in ("convert", "entities", "extract"))
     defs = aws["batch"].describe_job_definitions(status="ACTIVE")["jobDefinitions"]
     assert sorted(d["jobDefinitionName"].rsplit("-", 1)[0] for d in defs) == [
-        "medintake-convert", "medintake-entities", "medintake-extract", "medintake-migrate", "medintake-process"]
+        "medintake-convert", "medintake-entities", "medintake-extract", "medintake-migrate", "medintake-pages",
+        "medintake-process"]
     assert all(d["containerProperties"]["image"].endswith("medintake-worker:1") for d in defs)
     # A second upload registers no new definition revision.
     ref2 = upload(aws, key="uploads/other.pdf")
     aws_lambda.reset()
     aws_lambda.dispatch_handler(eventbridge_object_created(ref2))
-    assert len(aws["batch"].describe_job_definitions(status="ACTIVE")["jobDefinitions"]) == 5  # + migrate, process
+    assert len(aws["batch"].describe_job_definitions(status="ACTIVE")["jobDefinitions"]) == 6  # + migrate, process, pages
     entities = next(j for j in repository.jobs_for(aws_lambda._parts()["settings"], ref.document_id, 1)
                     if j.kind == "entities")
     extract = next(j for j in repository.jobs_for(aws_lambda._parts()["settings"], ref.document_id, 1)

@@ -274,7 +274,8 @@ def test_deploy_creates_the_stack_registers_definitions_and_migrates(stack):
     # Job definitions: hash-named under the environment's prefix, for the stack's image and roles.
     defs = {d["jobDefinitionName"]: d for d in batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]}
     kinds = sorted(n.rsplit("-", 1)[0] for n in defs)
-    assert kinds == [f"medintake-{ENV}-{k}" for k in ("convert", "entities", "extract", "migrate", "process")]
+    assert kinds == [f"medintake-{ENV}-{k}" for k in ("convert", "entities", "extract", "migrate", "pages",
+                                                         "process")]
     for d in defs.values():
         props = d["containerProperties"]
         assert props["image"] == IMAGE and d["platformCapabilities"] == ["FARGATE"]
