@@ -10,7 +10,8 @@ from and how to fetch it), in the same run:
 
 Then the gate on flat pages (the corpus's Tesseract test pages and this repository's flat
 fixtures): pages flattened (must be 0), whether the text is identical with the hook, and the
-gate's CPU against ``ocr_image``'s.
+gate's CPU against ``ocr_image``'s; and the gate alone on the corpus's receipts (``sroie-dev``:
+real, often curled thermal paper), which it must leave alone too.
 
     python bench/bench_dewarp.py                    # from the repository root
     python bench/bench_dewarp.py --curved-dir ~/.cache/medintake/curved --json out.json
@@ -204,7 +205,24 @@ def run(curved_dir: Path, corpus: Path, verbose: bool) -> dict:
         if verbose:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}), flush=True)
 
+    # Receipts (real photos and scans of thermal paper, often curled): the gate alone, no OCR.
+    receipts = []
+    for path in sorted((corpus / "ocr" / "sroie-dev").glob("*.jpg")):
+        from jobs.extract.dewarp import dewarp_if_curved
+        from jobs.extract.preprocess import to_gray
+
+        gray = to_gray(load(path))
+        t0 = time.process_time()
+        result = dewarp_if_curved(gray)
+        receipts.append({"curvature": result.curvature, "applied": result.applied,
+                         "gate_cpu": time.process_time() - t0})
+
     summary = {}
+    if receipts:
+        summary["receipts"] = len(receipts)
+        summary["receipts_flattened"] = sum(1 for r in receipts if r["applied"])
+        summary["receipts_max_curvature"] = max(r["curvature"] for r in receipts)
+        summary["receipts_gate_cpu_s_mean"] = statistics.fmean(r["gate_cpu"] for r in receipts)
     if rows:
         summary = {
             "photos": len(rows),
@@ -220,7 +238,7 @@ def run(curved_dir: Path, corpus: Path, verbose: bool) -> dict:
         summary["flat_same_text"] = sum(1 for f in flat if f["same_text"])
         summary["flat_gate_cpu_share"] = sum(f["gate_cpu"] for f in flat) / sum(f["ocr_image_cpu"] for f in flat)
         summary["flat_max_curvature"] = max(f["curvature"] for f in flat)
-    return {"photos": rows, "flat": flat, "summary": summary}
+    return {"photos": rows, "flat": flat, "receipts": receipts, "summary": summary}
 
 
 def print_table(report: dict) -> None:
