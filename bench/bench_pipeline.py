@@ -175,7 +175,9 @@ def run_medintake(cmd_prefix: list[str], files: list[Path], workers: int) -> Sys
                 for stage, sec in st.items():
                     stages[f"{job}.{stage}"] += float(sec)
                 # job seconds not spent in the stage itself: process start, imports, download, DB rows
-                inside = float(st["total"]) if "total" in st else sum(float(v) for v in st.values())
+                # (``*_cpu`` entries are the stage's CPU seconds, not a part of its wall time)
+                inside = float(st["total"]) if "total" in st else sum(float(v) for k, v in st.items()
+                                                                      if not k.endswith("_cpu"))
                 overhead[job] += float(t.get("seconds") or 0.0) - inside
             n_ocr = int(manifest.get("ocr_pages") or 0)
             ocr_pages += n_ocr
@@ -195,6 +197,57 @@ def run_medintake(cmd_prefix: list[str], files: list[Path], workers: int) -> Sys
             "ocr_docs": ocr_docs,
         }
         return run
+
+
+def distinct_copies(files: list[Path], copies: int, dest: Path) -> list[list[Path]]:
+    """``copies`` sets of the files under ``dest``, each copy's bytes made distinct by a trailing comment.
+
+    Why: a long batch must be processed document by document as real uploads are; identical bytes
+    would give identical hashes. PDF readers ignore bytes after ``%%EOF`` (and image decoders after
+    the image's end), so every copy reads as the original. Copies live in a temporary folder, never
+    in the repository, and are removed after the run.
+    """
+    sets = []
+    for i in range(copies):
+        group = []
+        for path in files:
+            target = dest / f"c{i:03d}-{path.name}"
+            target.write_bytes(path.read_bytes() + f"\n%medintake-bench-copy-{i}\n".encode())
+            group.append(target)
+        sets.append(group)
+    return sets
+
+
+def run_long_batch(cmd_prefix: list[str], files: list[Path], pages: dict[Path, int], copies: int,
+                   workers: int) -> dict[str, object]:
+    """Fixed and marginal cost of ``medintake process``: the same command on 1x and on ``copies``x the files.
+
+    At AWS Batch scale an array child runs many documents, so what matters is the steady-state
+    (marginal) CPU per page: the slope between the two runs. The intercept is the fixed cost of one
+    command (interpreter, imports, warm server, per-child engine loads, database set-up).
+    """
+    n_pages = sum(pages[p] for p in files)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-copies-") as tmp:
+        sets = distinct_copies(files, copies, Path(tmp))
+        small = run_medintake(cmd_prefix, sets[0], workers)
+        large = run_medintake(cmd_prefix, [p for group in sets for p in group], workers)
+    pages_small, pages_large = n_pages, n_pages * copies
+    failed = [d.name for d in small.docs + large.docs if not d.ok]
+    slope = (large.cpu - small.cpu) / (pages_large - pages_small)
+    return {
+        "copies": copies,
+        "docs": [len(files), len(files) * copies],
+        "pages": [pages_small, pages_large],
+        "cpu_s": [round(small.cpu, 2), round(large.cpu, 2)],
+        "wall_s": [round(small.wall, 2), round(large.wall, 2)],
+        "cpu_s_per_page": [round(small.cpu / pages_small, 4), round(large.cpu / pages_large, 4)],
+        "marginal_cpu_s_per_page": round(slope, 4),
+        "marginal_cpu_s_per_doc": round((large.cpu - small.cpu) / (len(files) * (copies - 1)), 4),
+        "fixed_cpu_s_per_command": round(small.cpu - slope * pages_small, 2),
+        "ocr_pages": [small.extra.get("ocr_pages"), large.extra.get("ocr_pages")],
+        "stage_seconds_large": large.extra.get("stage_seconds"),
+        "failed": failed,
+    }
 
 
 def run_commands(make_cmd: Callable[[Path, Path], tuple[list[str], Callable[[Measured], str]]],
@@ -339,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip plain tesseract with its default OpenMP threads")
     ap.add_argument("--sets", nargs="*", default=["tesseract", "sroie", "pdf"])
     ap.add_argument("--repeat", type=int, default=1, help="runs per system (mean of the timings)")
+    ap.add_argument("--long-batch", type=int, default=0, metavar="K",
+                    help="also run medintake on K distinct copies of each long-batch set's files and on 1 copy: "
+                         "marginal (steady-state) CPU per page = the slope, fixed cost per command = the intercept")
+    ap.add_argument("--long-batch-sets", nargs="*", default=["pdf"], help="sets measured with --long-batch")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     corpus = args.corpus.resolve()
@@ -397,9 +454,18 @@ def main(argv: list[str] | None = None) -> int:
                                                                                   s["cpu_s_per_page"]),
                    "docs_per_min": ratio(me["docs_per_min"], s["docs_per_min"])}
             for name, s in summary.items() if name != "medintake" and isinstance(s, dict) and "wall_s" in s}
+        if args.long_batch > 1 and set_name in args.long_batch_sets:
+            print(f"[{set_name}] medintake long batch: 1x and {args.long_batch}x {len(files)} files ...",
+                  file=sys.stderr, flush=True)
+            lb = run_long_batch(medintake, files, pages, args.long_batch, args.workers)
+            summary["medintake_long_batch"] = lb
+            print(f"[{set_name}] long batch: {lb['pages'][0]} pages {lb['cpu_s'][0]} cpu s, {lb['pages'][1]} pages "
+                  f"{lb['cpu_s'][1]} cpu s: marginal {lb['marginal_cpu_s_per_page']} cpu s/page, fixed "
+                  f"{lb['fixed_cpu_s_per_command']} cpu s per command, failed {len(lb['failed'])}",
+                  file=sys.stderr, flush=True)
         report["sets"][set_name] = summary
         for name, s in summary.items():
-            if name.startswith("ratios"):
+            if name.startswith("ratios") or name == "medintake_long_batch":
                 continue
             acc = f" cer {s['cer_mean']} recall {s['word_recall']}" if "cer_mean" in s else ""
             print(f"[{set_name}] {name:18s} wall {s['wall_s']:7.2f}s cpu {s['cpu_s']:7.2f}s "

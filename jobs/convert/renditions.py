@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # Pillow is a worker-side dependency, imported lazily at call
 log = logging.getLogger(__name__)
 
 RENDITIONS_DIR = "renditions"
+SOURCE_PAGE = 1  # the page (PDF, document) or frame (image) every rendition shows; archival: all of them
 PDF_DPI = 200  # page 1 of a PDF: A4 -> 1654x2339, sharp enough for the 2048 web image
 PDF_MAX_SIDE = 4096  # bound for oversized pages (posters, drawings): longest side in pixels
 RESAMPLE_GAP = 2.0  # reducing_gap: box-reduce to within 2x of the target, then LANCZOS
@@ -137,12 +138,15 @@ RENDITIONS: tuple[RenditionSpec, ...] = (
     ),
     RenditionSpec(
         "web", "web.jpg", "JPEG", "image/jpeg", 2048,
-        (("quality", 85), ("optimize", True), ("progressive", True), ("subsampling", "4:2:0")),
+        # Baseline, not progressive: progressive took 2.4x the encoding CPU for 7-9 % fewer bytes
+        # (bench/README-pipeline.md, 2026-11-28), the largest single cost of a born-digital page.
+        (("quality", 85), ("optimize", True), ("subsampling", "4:2:0")),
     ),
     RenditionSpec(
         "preview", "preview.webp", "WEBP", "image/webp", 1024,
-        # method 2: half the CPU of method 4 for 1-4 % more bytes (bench/README-pipeline.md).
-        (("quality", 80), ("method", 2)),
+        # method 2 at q82: half the CPU of method 4 at q80 for ~7 % more bytes, and the same colour
+        # fidelity (tests/test_colour.py: CIEDE2000 < 2 on every patch; q80 at method 2 reached 2.07).
+        (("quality", 82), ("method", 2)),
     ),
     RenditionSpec(
         "thumbnail", "thumbnail.jpg", "JPEG", "image/jpeg", 256,
