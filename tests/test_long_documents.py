@@ -304,3 +304,44 @@ def test_on_batch_a_range_that_fails_for_good_costs_one_more_try_of_that_range_o
     notices = sns_notices(aws)
     assert [(n["notice_id"], n["status"]) for n in notices] == [(f"{doc.id}:1", "COMPLETED")]
     assert all("Jane" not in json.dumps(n) for n in notices)
+
+
+# ---- the plan and the tracker's order of rows (no pipeline) -----------------------------------------
+
+def test_ranges_are_evened_out_and_the_merge_item_survives_the_manifest():
+    from pipeline import batching
+
+    assert page_ranges.plan_ranges(12, 5) == [(1, 4), (5, 8), (9, 12)]
+    assert page_ranges.plan_ranges(50, 40) == [(1, 25), (26, 50)]
+    assert page_ranges.plan_ranges(40, 40) == [(1, 40)] and page_ranges.plan_ranges(500, 0) == [(1, 500)]
+    ranges = page_ranges.plan_ranges(500, 40)
+    assert len(ranges) == 13 and ranges[-1][1] == 500 and max(b - a + 1 for a, b in ranges) <= 40
+    assert all(b + 1 == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+    items = [batching.Item("d1", 1, 2, ranges="results/d1/_ranges/a1/plan-t2.json"), batching.Item("d2", 3, 1)]
+    assert batching.parse_manifest(batching.manifest_body("b", [items])) == [items]
+
+
+def test_within_a_try_the_merge_row_speaks_for_the_document_even_created_the_same_second():
+    from datetime import datetime, timezone
+
+    from pipeline.models import Job
+    from pipeline.tracker import decide_rows
+
+    second = datetime(2026, 11, 28, 15, 0, 0, tzinfo=timezone.utc)  # MariaDB DATETIME: whole seconds
+
+    def row(rid: str, status: str, reason: str | None, tries: int = 1) -> Job:
+        return Job(id=rid, document_id="d", attempt=1, kind="process", name=f"medintake-process-d-a1-t{tries}",
+                   status=status, tries=1, exit_code=0 if status == "SUCCEEDED" else 70, reason_code=reason,
+                   created_at=second, depends_on=[])
+
+    split = row("child#0", "SUCCEEDED", page_ranges.SPLIT)
+    assert decide_rows([split], retries=2) == ("SPLIT", None)
+    submitted = row("child#0", "SUCCEEDED", page_ranges.SPLIT_SUBMITTED)
+    assert decide_rows([submitted], retries=2) is None  # waiting for the merge row
+    merge = row("merge#0", "RUNNING", None)
+    for rows in ([submitted, merge], [merge, submitted]):
+        assert decide_rows(rows, retries=2) is None
+    done = row("merge#0", "SUCCEEDED", None)
+    assert decide_rows([done, submitted], retries=2) == ("COMPLETED", None)
+    failed = row("merge#0", "FAILED", None)
+    assert decide_rows([submitted, failed], retries=2) == ("RETRY", None)
