@@ -224,7 +224,7 @@ def run(curved_dir: Path, corpus: Path, verbose: bool) -> dict:
         summary["receipts_max_curvature"] = max(r["curvature"] for r in receipts)
         summary["receipts_gate_cpu_s_mean"] = statistics.fmean(r["gate_cpu"] for r in receipts)
     if rows:
-        summary = {
+        summary |= {
             "photos": len(rows),
             "cer_tesseract_mean": statistics.fmean(r["cer_tesseract"] for r in rows),
             "cer_ours_mean": statistics.fmean(r["cer_ours"] for r in rows),
