@@ -283,7 +283,8 @@ def ocr_page_guarded(job: OcrJob) -> OcrOutcome:
 @contextlib.contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     """Raise PageTimeout in this (main) thread after ``seconds``; elsewhere, no limit but tesseract's."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # someone else's alarm is set: not clobbered
         yield
         return
 
