@@ -156,7 +156,8 @@ class Settings:
         if not 1 <= self.array_child_documents <= 1000 or self.array_child_seconds <= 0 or self.document_retries < 0:
             raise ConfigError("array_child_documents must be 1-1000, array_child_seconds positive, document_retries >= 0")
         if self.split_pages < 0 or self.split_pages == 1 or self.page_timeout_seconds < 0:
-            raise ConfigError("split_pages must be 0 (never split) or at least 2; page_timeout_seconds must not be negative")
+            raise ConfigError("split_pages must be 0 (never split) or at least 2; "
+                              "page_timeout_seconds must not be negative")
         if self.database_retry_seconds < 0:
             raise ConfigError("database_retry_seconds must not be negative")
         if self.lambda_max_seconds < 0 or self.processing_queue_limit < 0:
