@@ -193,7 +193,14 @@ class FolderStore:
         return ObjectInfo(key, path.stat().st_size, md5.hexdigest())
 
     def list(self, prefix: str) -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
+        # Walk only the folder the prefix ends in, not the whole bucket: jobs call delete_prefix
+        # several times per document, and walking every upload and result each time made a long
+        # local batch quadratic (bench/README-pipeline.md, long batch).
+        folder = prefix.rpartition("/")[0]
+        base = self._path(folder) if folder else self.root
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
