@@ -22,7 +22,8 @@ How (text-line based, OpenCV + numpy only):
    lines depart from straight: the field's integral curves over their stretch through text
    (75th percentile of the largest residual of a straight fit: long-range bending, across
    columns), and the long blobs' own quadratics (width-weighted 75th percentile of their
-   sagitta: direct evidence, which field artefacts near pictures cannot fake). A flat page
+   sagitta, each only as far as its neighbouring line bends the same way: direct evidence,
+   which field artefacts near pictures, faded dotted print or stamps cannot fake). A flat page
    (scan, photo of a flat sheet, skewed or keystoned: straight lines all) measures well under
    the gate and is returned unchanged: the same array object. A page lying sideways (more line
    length when letters are joined down the columns) measures 0: the pipeline turns it upright
@@ -42,9 +43,9 @@ import numpy as np
 # Working resolution of the measurement (the remap itself is done at full resolution).
 _MAX_SIDE = 1400
 # Curvature (text heights of departure from a straight line) below which a page is left alone.
-# Measured (bench/README-dewarp.md): flat pages 0.00-0.21, real receipts up to 0.32 (none of 79
-# flattened), the curved photos 0.45-1.18; the gate sits between, about 1.2x from either side.
-CURVATURE_GATE = 0.38
+# Measured (bench/README-dewarp.md): flat pages 0.00-0.10, real receipts up to 0.15 (none of 79
+# flattened), the curved photos 0.32-0.96; the gate sits 1.45x from either side.
+CURVATURE_GATE = 0.22
 # Fewer line samples than this: not enough text to say anything (pictures, near-empty pages).
 _MIN_SAMPLES = 40
 # A line blob is kept when its quadratic fits within this share of the text height (RMS).
@@ -120,9 +121,9 @@ def _line_length(stats: np.ndarray, text_h: float, vertical: bool) -> float:
 def _line_samples(joined: tuple[int, np.ndarray, np.ndarray], text_h: float) -> tuple[np.ndarray, float]:
     """(x, y, slope, weight) samples along text-line blobs, and the blobs' own bending.
 
-    The bending is the width-weighted 75th percentile of the sagitta (text heights) of the
-    quadratics fitted to long blobs (10 text heights or more): direct evidence that lines bend,
-    which the smoothed field alone could fake near pictures or column edges.
+    The bending (:func:`_bending`) comes from the quadratics fitted to long blobs (10 text
+    heights or more): direct evidence that lines bend, which the smoothed field alone could
+    fake near pictures or column edges.
     """
     n, labels, stats = joined
     out: list[np.ndarray] = []
@@ -134,6 +135,13 @@ def _line_samples(joined: tuple[int, np.ndarray, np.ndarray], text_h: float) -> 
         if w < text_h * 4 or h < text_h * 0.5 or area / w > text_h * 2.0 or h > w * 0.6:
             continue
         mask = labels[y:y + h, x:x + w] == i
+        # Two lines joined where a descender touches the line below: somewhere a column holds
+        # ink of both, taller than any single glyph (the glyph mask keeps them under 2.2 h).
+        if h > text_h * 2.3:
+            top = np.argmax(mask, axis=0)
+            bottom = h - np.argmax(mask[::-1], axis=0)
+            if int((bottom - top).max()) > text_h * 2.3:
+                continue
         cols = np.arange(0, w, step)
         sub = mask[:, cols]
         count = sub.sum(axis=0)
@@ -156,16 +164,36 @@ def _line_samples(joined: tuple[int, np.ndarray, np.ndarray], text_h: float) -> 
             continue
         out.append(np.stack([xs, np.polyval(coef, xs), slope, np.full_like(xs, 1.0)], axis=1))
         if w >= text_h * 10:
-            sagittas.append((abs(float(coef[0])) * (w / 2.0) ** 2 / text_h, float(w)))
+            sagittas.append((float(coef[0]) * (w / 2.0) ** 2 / text_h, float(w), float(x), float(x + w),
+                             float(np.polyval(coef, x + w / 2.0))))
     if not out:
         return np.empty((0, 4)), 0.0
-    bending = 0.0
-    if len(sagittas) >= 3:
-        sag, width = np.array(sagittas).T
-        order = np.argsort(sag)
-        cum = np.cumsum(width[order]) / width.sum()
-        bending = float(sag[order][min(len(sag) - 1, int(np.searchsorted(cum, 0.75)))])
-    return np.concatenate(out), bending
+    return np.concatenate(out), _bending(np.array(sagittas).reshape(-1, 5), text_h)
+
+
+def _bending(blobs: np.ndarray, text_h: float) -> float:
+    """Width-weighted 75th percentile of the long blobs' sagitta, each confirmed by a neighbour.
+
+    ``blobs`` rows: signed sagitta (text heights), width, x0, x1, y at the middle. A bent page
+    bends neighbouring lines alike; a blob that bends alone (faded print breaking into dots,
+    a stamp, handwriting) counts only as much as its nearest neighbour above or below agrees
+    (same sign, the smaller magnitude).
+    """
+    if len(blobs) < 3:
+        return 0.0
+    sag, width, x0, x1, ym = blobs.T
+    overlap = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
+    dy = np.abs(ym[:, None] - ym[None, :])
+    near = (overlap > 0.3 * np.minimum(width[:, None], width[None, :])) & (dy < text_h * 5)
+    np.fill_diagonal(near, False)
+    dy = np.where(near, dy, np.inf)
+    j = np.argmin(dy, axis=1)
+    has = np.isfinite(dy[np.arange(len(sag)), j])
+    agree = has & (np.sign(sag) == np.sign(sag[j]))
+    confirmed = np.where(agree, np.minimum(np.abs(sag), np.abs(sag[j])), 0.0)
+    order = np.argsort(confirmed)
+    cum = np.cumsum(width[order]) / width.sum()
+    return float(confirmed[order][min(len(sag) - 1, int(np.searchsorted(cum, 0.75)))])
 
 
 def _slope_field(samples: np.ndarray, shape: tuple[int, int], cell: float,
