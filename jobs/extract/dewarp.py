@@ -65,6 +65,8 @@ class Dewarped:
 
 
 def _reduce(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """A copy at most ``_MAX_SIDE`` px for measuring: body text stays ~9-19 px high on the photos
+    measured, enough to find lines, and the measurement costs a few tens of milliseconds."""
     h, w = gray.shape[:2]
     f = min(1.0, _MAX_SIDE / max(h, w))
     if f >= 1.0:
