@@ -120,6 +120,15 @@ def stage_views(jobs: list[Job]) -> list[Job]:
     return views
 
 
+def _ranges_document(change: Any) -> str | None:
+    """The document a ``pages`` job (or child) reads a range of: its name says (page_ranges.job_name)."""
+    prefix = f"medintake-{page_ranges.PAGES_KIND}-"
+    name = change.job_name or ""
+    if not name.startswith(prefix) or not (change.parameters or {}).get("plan"):
+        return None
+    return name[len(prefix):].split("-", 1)[0] or None
+
+
 class Tracker:
     def __init__(self, settings: Settings, store: Store, notifier: Notifier, dispatcher: Any = None) -> None:
         self.settings = settings
@@ -135,8 +144,11 @@ class Tracker:
         change = parse_job_state_change(event)
         if change is None:
             return None
-        if change.array_size is not None:  # an array parent: its state only sums up its children's
-            repository.record_event_once(self.settings, change)
+        ranges_of = _ranges_document(change)
+        if change.array_size is not None or ranges_of:
+            # An array parent only sums up its children; a long document's page-range child decides
+            # nothing (its merge job's row does): both recorded once, for the operator's history.
+            repository.record_event_once(self.settings, change, document_id=ranges_of)
             return None
         if (change.parameters or {}).get("manifest"):
             return self._handle_unit(change)

@@ -149,6 +149,15 @@ def test_a_12_page_scan_is_read_in_3_ranges_in_parallel_and_merged_as_one_run(tm
     entities = json.loads(Path(outputs["entities"]).read_text())["Entities"]
     assert entities and all(text[e["BeginOffset"]:e["EndOffset"]] == e["Text"] for e in entities)
     assert not list((settings.effective_store_root / settings.bucket).rglob("_ranges/*/*/done.json"))
+    # The range jobs' state changes are kept once each under the document, for the operator's history.
+    from sqlalchemy import select
+
+    from pipeline.database import transaction
+    from pipeline.models import JobEvent
+
+    with transaction(settings) as s:
+        seen = {(e.job_id, e.status) for e in s.scalars(select(JobEvent).where(JobEvent.document_id == doc.id))}
+    assert {(d["jobId"], "SUCCEEDED") for d in [parent, *children]} <= seen
 
 
 def test_a_range_that_fails_is_retried_alone_and_the_others_are_not_read_again(tmp_path):
