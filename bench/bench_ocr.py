@@ -9,7 +9,8 @@ comparison of pdfplumber and pypdfium2. Corpus files are read in place, never co
 
 Metrics: CER = Levenshtein distance / reference length after folding whitespace (case kept);
 bag-of-words recall = share of reference words (lower-cased, edge punctuation stripped) found in
-the output, counted with multiplicity. Throughput: pages per wall-clock second and CPU seconds per
+the output, counted with multiplicity; precision = share of output words found in the reference
+(same rule); F1 = their harmonic mean per file (figures are means over files). Throughput: pages per wall-clock second and CPU seconds per
 page (the process's and its children's user+system time), since the machine may be shared.
 """
 from __future__ import annotations
@@ -86,6 +87,20 @@ def word_recall(reference: str, hypothesis: str) -> float:
     return sum(min(n, hyp[w]) for w, n in ref.items()) / max(1, total)
 
 
+def word_precision(reference: str, hypothesis: str) -> float:
+    """Share of output words (same folding, with multiplicity) that are in the reference: what
+    recall cannot see (noise words read from logos, ruled lines and texture)."""
+    ref, hyp = bag(reference), bag(hypothesis)
+    total = sum(hyp.values())
+    return sum(min(n, ref[w]) for w, n in hyp.items()) / max(1, total)
+
+
+def word_f1(reference: str, hypothesis: str) -> float:
+    """Harmonic mean of bag-of-words precision and recall (0 when both are 0)."""
+    p, r = word_precision(reference, hypothesis), word_recall(reference, hypothesis)
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # Systems under test
 # --------------------------------------------------------------------------------------------
@@ -160,6 +175,8 @@ def make_ocrmypdf_runner(exe: str) -> Callable[[Path], tuple[str, int]]:
 class Score:
     cer: list[float] = field(default_factory=list)
     recall: list[float] = field(default_factory=list)
+    precision: list[float] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
     pages: int = 0
     wall: float = 0.0
     cpu: float = 0.0
@@ -172,6 +189,8 @@ class Score:
             "cer_mean": round(statistics.fmean(self.cer), 4) if self.cer else float("nan"),
             "cer_median": round(statistics.median(self.cer), 4) if self.cer else float("nan"),
             "word_recall_mean": round(statistics.fmean(self.recall), 4) if self.recall else float("nan"),
+            "word_precision_mean": round(statistics.fmean(self.precision), 4) if self.precision else float("nan"),
+            "word_f1_mean": round(statistics.fmean(self.f1), 4) if self.f1 else float("nan"),
             "pages_per_s": round(self.pages / self.wall, 3) if self.wall else float("nan"),
             "cpu_s_per_page": round(self.cpu / self.pages, 3) if self.pages else float("nan"),
         }
@@ -209,10 +228,13 @@ def bench_ocr(corpus: Path, sroie: int, systems: dict[str, Callable[[Path], tupl
                 s = scores[name]
                 s.cer.append(cer(reference, run.text))
                 s.recall.append(word_recall(reference, run.text))
+                s.precision.append(word_precision(reference, run.text))
+                s.f1.append(word_f1(reference, run.text))
                 s.pages += run.pages
                 s.wall += run.wall
                 s.cpu += run.cpu
-                line.append(f"{name}: cer {s.cer[-1]:.3f} rec {s.recall[-1]:.3f} {run.wall:5.2f}s")
+                line.append(f"{name}: cer {s.cer[-1]:.3f} rec {s.recall[-1]:.3f} f1 {s.f1[-1]:.3f} "
+                            f"{run.wall:5.2f}s {run.cpu:5.2f}cpu")
             if verbose:
                 print("  ".join(line), flush=True)
         report[set_name] = {name: sc.summary() for name, sc in scores.items()}
@@ -337,6 +359,7 @@ def ratios(report: dict[str, dict[str, dict[str, float]]], base: str) -> dict[st
             "cpu_ratio_ours_over_" + base: round(ours["cpu_s_per_page"] / ref["cpu_s_per_page"], 3),
             "cer_ours_minus_" + base: round(ours["cer_mean"] - ref["cer_mean"], 4),
             "recall_ours_minus_" + base: round(ours["word_recall_mean"] - ref["word_recall_mean"], 4),
+            "f1_ours_minus_" + base: round(ours["word_f1_mean"] - ref["word_f1_mean"], 4),
         }
     return out
 

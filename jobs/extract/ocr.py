@@ -17,9 +17,12 @@ practically unchanged):
 6. resolution normalisation from the measured text height (small print is upscaled to a ~300 dpi
    equivalent; huge print is downscaled, which saves time at no cost in accuracy),
 7. light denoising, only when the page is measurably speckled,
-8. orientation (90/180/270): tesseract's OSD, consulted only when the first recognition looks poor
-   (low confidence, or word boxes standing upright), so an upright page costs exactly one
-   tesseract run; when OSD cannot decide (sparse pages) the rotations are tried and scored.
+8. orientation (90/180/270): first from the glyph geometry measured in step 4, before any
+   recognition (glyph side edges lining up means vertical lines; baselines line up more sharply
+   than top lines, which gives the direction when the text has lower-case letters), so a turned
+   page pays one tesseract run; then, only when the recognition still looks poor (low confidence,
+   or word boxes standing upright), the other direction of an undecided axis, tesseract's OSD,
+   or trials scored by confident horizontal characters (sparse pages OSD cannot decide).
 
 Languages (``ocr_languages=auto``, :mod:`jobs.extract.languages`): the first pass reads with the
 region's first Latin language; OSD's script (when orientation consulted it) or the first pass's
@@ -77,14 +80,14 @@ def ocr_image(image: Image.Image, settings: Settings, *, dpi: float | None, want
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     gray = to_gray(image)
-    prepared = preprocess(gray, dpi, photo_check=photo_check)
+    prepared = preprocess(gray, dpi, photo_check=photo_check, orient=True)
     timings["preprocess"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="medintake-ocr-") as tmp:
         workdir = Path(tmp)
         t0 = time.perf_counter()
         rec = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
                         languages=lang.first_pass(settings))
-        rotation = 0
+        rotation = prepared.rotation
         if rec.looks_poor():
             rotation, prepared, rec = fix_orientation(gray, prepared, rec, settings, dpi, want_pdf, workdir,
                                                        photo_check)
