@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from jobs.extract.dewarp import dewarp_if_curved
+
 # Resolution normalisation targets, in pixels of median connected-component height
 # (a mix of x-height and cap height: ~25 px is 10-11 pt text at 300 dpi). Measured on receipts:
 # upscaling to 28 px bought ~1 point of word recall for ~10% more CPU; 22 px is the compromise.
@@ -347,6 +349,7 @@ class Prepared:
     rotation: int = 0  # clockwise turn applied before recognition (from the glyph geometry)
     turn: Turn | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    dewarped: bool = False  # a curved page's text lines were straightened (jobs.extract.dewarp)
 
 
 def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
@@ -357,8 +360,12 @@ def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
     clearly (:func:`text_turn`): a page turned by 90/270 degrees, or upside down with a clear
     baseline side, then pays no wasted first recognition.
     """
-    perspective = False
+    perspective = dewarped = False
     if photo_check:
+        # A photographed curved page (leaflet, booklet): straighten its text lines first; a flat
+        # page measures under the gate and comes back as the same array (bench/README-dewarp.md).
+        flat = dewarp_if_curved(gray)
+        gray, dewarped = flat.gray, flat.applied
         gray, perspective = correct_perspective(gray)
     gray = normalise_illumination(gray)
     stats = measure_text(gray)
@@ -378,7 +385,8 @@ def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
     cleaned = rotate_small(cleaned, skew)
     # Cameras and screenshots state 72 or 96 dpi, which says nothing about the paper: guess instead.
     base_dpi = dpi if dpi and 100 <= dpi <= 2400 else _guess_dpi(stats, factor)
-    return Prepared(cleaned, int(round(base_dpi * factor)), factor, skew, perspective, denoised, rotation, turn)
+    return Prepared(cleaned, int(round(base_dpi * factor)), factor, skew, perspective, denoised, rotation, turn,
+                    dewarped=dewarped)
 
 
 def _guess_dpi(stats: TextStats, factor: float) -> float:
