@@ -9,6 +9,7 @@ same graph goes through moto and the Batch emulator.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -354,3 +355,41 @@ def test_within_a_try_the_merge_row_speaks_for_the_document_even_created_the_sam
     assert decide_rows([done, submitted], retries=2) == ("COMPLETED", None)
     failed = row("merge#0", "FAILED", None)
     assert decide_rows([submitted, failed], retries=2) == ("RETRY", None)
+
+
+def test_nothing_readable_is_still_the_documents_error_and_pdfium_assembles_without_qpdf(tmp_path, monkeypatch):
+    import shutil
+
+    import pypdfium2 as pdfium
+
+    from jobs.extract import text as textmod
+    from jobs.extract.text import PageTimeout, extract_text
+    from jobs.identify import identify
+    from pipeline.errors import CorruptFile
+
+    settings = Settings.load(data_dir=tmp_path / "data", page_timeout_seconds=1.0)
+    broken = scanned_pdf(tmp_path / "broken.pdf", pages=2, broken=(1, 2))
+    with pytest.raises(CorruptFile):  # REJECTED corrupt_file, as before pages could fail alone
+        extract_text(broken, identify(broken, settings), tmp_path, settings)
+    slow = scanned_pdf(tmp_path / "slow.pdf", pages=1, dense=(1,))
+    with pytest.raises(PageTimeout):  # retryable (a tool failure), then FAILED
+        extract_text(slow, identify(slow, settings), tmp_path, settings)
+    children = []  # no tesseract of ours outlives the page it was reading
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        if "(tesseract)" in raw and int(raw.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            children.append(stat)
+    assert children == []
+    # Without qpdf, pdfium's writer assembles the same pages (in memory).
+    src = scanned_pdf(tmp_path / "four.pdf", pages=4)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "qpdf" else "/usr/bin/" + name)
+    out = tmp_path / "out"
+    out.mkdir()
+    extract_text(src, identify(src, settings), out, settings, pages=(2, 4))
+    doc = pdfium.PdfDocument(out / "searchable.pdf")
+    assert len(doc) == 3
+    doc.close()
+    assert textmod.shutil.which("qpdf") is None
