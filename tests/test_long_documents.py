@@ -393,3 +393,27 @@ def test_nothing_readable_is_still_the_documents_error_and_pdfium_assembles_with
     assert len(doc) == 3
     doc.close()
     assert textmod.shutil.which("qpdf") is None
+
+
+def test_the_page_alarm_stops_a_tesseract_that_outlives_the_page(tmp_path):
+    """The alarm covers what tesseract's own timeout does not (a page's Python side, a call that
+    started late): it raises PageTimeout and kills the tesseract this process started."""
+    import subprocess
+    import time
+
+    from jobs.extract.text import PageTimeout, _deadline
+
+    page = scanned_pdf(tmp_path / "dense.pdf", pages=1, dense=(1,))
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(page)
+    doc[0].render(scale=300 / 72).to_pil().save(tmp_path / "dense.png")
+    doc.close()
+    proc = subprocess.Popen(["tesseract", str(tmp_path / "dense.png"), "stdout"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    with pytest.raises(PageTimeout):
+        with _deadline(1.2):  # the page's limit 0.2 s (+1 s margin for tesseract's own timeout)
+            proc.wait()
+    assert time.monotonic() - t0 < 3  # the page's limit, not the page's OCR (about 3-6 s)
+    assert not Path(f"/proc/{proc.pid}").exists()  # killed and reaped at once
