@@ -343,6 +343,7 @@ def build_manifest(
     versions: dict[str, str] = {}
     usage: dict[str, Any] = {}
     result: dict[str, Any] = {}
+    renditions: dict[str, Any] = {}
     for j in jobs:
         r = j.result or {}
         timings[j.kind] = {
@@ -356,6 +357,8 @@ def build_manifest(
             usage[j.kind] = r["usage"]
         if j.kind == "extract":
             result = r
+        if j.kind == "convert" and "rendition_page" in r:  # which page the renditions show (SPEC 5.3: page 1)
+            renditions = {"page": r["rendition_page"], "count": r.get("renditions")}
     return {
         "document_id": doc.id,
         "attempt": doc.attempt,
@@ -378,6 +381,7 @@ def build_manifest(
         "language": doc.language,
         "timings": timings,
         "tool_versions": versions,
+        **({"renditions": renditions} if renditions else {}),
         **({"usage": usage} if usage else {}),
         "outputs": outputs,
     }
