@@ -3,8 +3,8 @@
 Why: the renditions contract (SPEC 5.3) is thumbnail, preview and web image of an image or of page
 1 of a PDF; at Batch scale a long PDF must not cost one rendering per page. Through the real local
 pipeline (dispatcher, array child, SQLite rows, folder store, manifest): a 30-page text PDF is
-never OCR'd, ends with exactly three renditions (rows and stored objects), the job's result says
-which page they show, and the stages report their own CPU seconds next to their wall seconds.
+never OCR'd, ends with exactly three renditions (rows and stored objects), the job's result and the
+manifest say which page they show, and the stages report their own CPU seconds next to their wall seconds.
 """
 from __future__ import annotations
 
@@ -40,3 +40,4 @@ def test_thirty_page_pdf_renditions_are_page_one_only(tmp_path: Path) -> None:
     stages = manifest["timings"]["convert"]["stages"]
     assert 0 < stages["convert_cpu"] and 0 < stages["convert"]
     assert 0 < manifest["timings"]["entities"]["stages"]["entities_cpu"]
+    assert manifest["renditions"] == {"page": 1, "count": 3}  # the manifest says which page they show
