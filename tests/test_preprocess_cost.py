@@ -1,0 +1,80 @@
+"""The cheaper first pass (issue 10): work skipped where a cheap measurement says it is not needed.
+
+Real fixture images from ``tests/files`` (no corpus file), real OpenCV, real tesseract.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image
+
+from jobs.extract import ocr, tesseract
+from jobs.extract.preprocess import measure_text, normalise_illumination, preprocess, segmentation_mode, to_gray
+from jobs.extract.tesseract import Recognition
+from pipeline.settings import Settings
+
+FILES = Path(__file__).parent / "files"
+
+
+def _scan() -> np.ndarray:
+    pdf = pdfium.PdfDocument(str(FILES / "scanned_discharge.pdf"))
+    try:
+        return to_gray(pdf[0].render(scale=300 / 72).to_pil())
+    finally:
+        pdf.close()
+
+
+def test_clean_page_skips_illumination_normalisation():
+    gray = _scan()
+    assert normalise_illumination(gray) is gray  # evenly lit white paper: nothing to divide
+
+
+def test_shadowed_page_is_still_normalised():
+    gray = _scan()
+    ramp = np.linspace(0.55, 1.0, gray.shape[1], dtype=np.float32)[None, :]
+    shadowed = (gray.astype(np.float32) * ramp).astype(np.uint8)
+    out = normalise_illumination(shadowed)
+    assert out is not shadowed
+    paper = gray > 200  # the paper pixels of the clean page
+    # The shadow's left-to-right fall (~110 grey levels) is evened out to a few levels.
+    left, right = out[:, : gray.shape[1] // 4][paper[:, : gray.shape[1] // 4]], out[:, -gray.shape[1] // 4:][
+        paper[:, -gray.shape[1] // 4:]]
+    assert abs(float(np.median(left)) - float(np.median(right))) < 15
+
+
+def test_narrow_single_column_reads_as_one_block_and_two_columns_do_not():
+    gray = _scan()
+    assert segmentation_mode(measure_text(gray)) == 6
+    assert segmentation_mode(measure_text(np.hstack([gray, gray]))) == 3
+    assert preprocess(np.hstack([gray, gray]), 300).psm == 3
+
+
+def test_narrow_page_is_read_with_psm_6(monkeypatch):
+    seen: list[str] = []
+    real = tesseract.call
+
+    def counting(function, settings, **kwargs):
+        seen.append(kwargs.get("config", ""))
+        return real(function, settings, **kwargs)
+
+    monkeypatch.setattr(tesseract, "call", counting)
+    with Image.open(FILES / "screenshot_labs.png") as img:
+        page = ocr.ocr_image(img.convert("RGB"), Settings(ocr_languages="eng"), dpi=None, want_pdf=False)
+    assert len(seen) == 1 and "--psm 6" in seen[0]
+    assert len(page.recognition.words) >= 5
+
+
+@pytest.mark.parametrize("confidence,expected", [(50.0, True), (20.0, False)])
+def test_faded_upright_page_skips_osd_but_another_script_does_not(confidence, expected):
+    """Horizontal lines by geometry + a middling first reading: a hard page, not a turned one.
+    A reading as poor as a Chinese page read in English still goes to OSD (script choice)."""
+    with Image.open(FILES / "screenshot_labs.png") as img:
+        prepared = preprocess(to_gray(img), None, orient=True)
+    assert prepared.turn is not None and prepared.turn.horizontal
+    words = [{"text": "Glucose", "bbox": [0, 0, 70, 12], "confidence": confidence, "offset": 0}]
+    rec = Recognition("Glucose", [], words, confidence)
+    assert rec.looks_poor()
+    assert ocr._upright_enough(prepared, rec) is expected
