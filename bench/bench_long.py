@@ -38,12 +38,13 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medi
 BANDS = [(92, 148), (150, 212), (215, 280), (282, 345), (348, 412)]
 
 
-def build(pages: int) -> Path:
-    """``pages`` distinct scanned pages as one PDF (made once, one page image at a time)."""
+def build(pages: int, letter: bool = False) -> Path:
+    """``pages`` distinct scanned pages as one PDF (made once, one page image at a time); with
+    ``letter``, US Letter pages at 300 dpi (2550 x 3300 px) holding the five lines 8 times over."""
     import pypdfium2 as pdfium
     from PIL import Image
 
-    dest = CACHE / f"scan-{pages}p.pdf"
+    dest = CACHE / f"scan-{pages}p{'-letter' if letter else ''}.pdf"
     if dest.exists():
         return dest
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -57,14 +58,18 @@ def build(pages: int) -> Path:
             rng = random.Random(k)
             order = list(range(5))
             rng.shuffle(order)
-            page = Image.new("L", scan.size, 255)
+            size = (2550, 3300) if letter else scan.size
+            page = Image.new("L", size, 255)
             y = 90
-            for i in order:
-                page.paste(bands[i], (0, y))
-                y += bands[i].height + 6
+            for _ in range(8 if letter else 1):
+                for i in order:
+                    page.paste(bands[i], (150, y) if letter else (0, y))
+                    y += bands[i].height + 6
+                rng.shuffle(order)
+                y += 40
             px = page.load()
-            for _ in range(1500):  # this page's own speckles: no two page images alike
-                px[rng.randrange(1500), rng.randrange(700)] = rng.randrange(0, 120)
+            for _ in range(1500 * (8 if letter else 1)):  # this page's own speckles: no two pages alike
+                px[rng.randrange(size[0]), rng.randrange(size[1])] = rng.randrange(0, 120)
             path = Path(tmp) / f"{k:05d}.pdf"
             page.save(path, resolution=300)
             files.append(str(path))
@@ -172,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("rss", "speed", "unsplit"))
     parser.add_argument("--big-pages", type=int, default=500)
+    parser.add_argument("--letter", action="store_true", help="rss: US Letter pages (40 lines each) instead")
     parser.add_argument("--small-pages", type=int, default=5)
     parser.add_argument("--speed-pages", type=int, default=60)
     parser.add_argument("--split-pages", type=int, default=None, help="default: the Settings default")
@@ -191,7 +197,7 @@ def main() -> None:
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
     rows = []
     if args.only in (None, "rss"):
-        small, big = build(args.small_pages), build(args.big_pages)
+        small, big = build(args.small_pages, args.letter), build(args.big_pages, args.letter)
         for pdf in (small, big):
             rows.append(("rss", measure(pdf, 2, split, "exec")))
             print(json.dumps(rows[-1][1]), flush=True)
