@@ -78,3 +78,30 @@ def test_faded_upright_page_skips_osd_but_another_script_does_not(confidence, ex
     rec = Recognition("Glucose", [], words, confidence)
     assert rec.looks_poor()
     assert ocr._upright_enough(prepared, rec) is expected
+
+
+def test_black_and_white_page_goes_to_tesseract_as_one_bit(monkeypatch, tmp_path):
+    """A 1-bit scan stays 1-bit through the deskew, and tesseract is handed a PBM."""
+    gray = _scan()
+    bw = np.where(gray < 128, 0, 255).astype(np.uint8)
+    import cv2
+
+    centre = (bw.shape[1] / 2, bw.shape[0] / 2)
+    skewed = cv2.warpAffine(bw, cv2.getRotationMatrix2D(centre, 1.5, 1.0), (bw.shape[1], bw.shape[0]),
+                            flags=cv2.INTER_NEAREST, borderValue=255)
+    prepared = preprocess(skewed, 300)
+    assert prepared.bilevel and prepared.skew != 0.0
+    assert set(np.unique(prepared.gray)) <= {0, 255}
+    assert not preprocess(gray, 300).bilevel  # anti-aliased grey stays grey
+    seen: list[str] = []
+    real = tesseract.call
+
+    def spying(function, settings, **kwargs):
+        seen.append(str(kwargs.get("input_filename", "")))
+        return real(function, settings, **kwargs)
+
+    monkeypatch.setattr(tesseract, "call", spying)
+    page = ocr.ocr_image(Image.fromarray(skewed).convert("1"), Settings(ocr_languages="eng"), dpi=300,
+                         want_pdf=False)
+    assert len(seen) == 1 and seen[0].endswith(".pbm")
+    assert len(page.recognition.words) >= 10

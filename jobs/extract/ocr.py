@@ -102,7 +102,7 @@ def ocr_image(image: Image.Image, settings: Settings, *, dpi: float | None, want
         workdir = Path(tmp)
         t0 = time.perf_counter()
         rec = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
-                        languages=lang.first_pass(settings), psm=prepared.psm)
+                        languages=lang.first_pass(settings), psm=prepared.psm, bilevel=prepared.bilevel)
         rotation = prepared.rotation
         if rec.looks_poor() and not _upright_enough(prepared, rec):
             rotation, prepared, rec = fix_orientation(gray, prepared, rec, settings, dpi, want_pdf, workdir,
@@ -110,7 +110,7 @@ def ocr_image(image: Image.Image, settings: Settings, *, dpi: float | None, want
         better = lang.latin_guess(rec.text, rec.languages, settings)
         if better:
             again = recognise(prepared.gray, settings, dpi=prepared.dpi, want_pdf=want_pdf, workdir=workdir,
-                              languages=better, psm=prepared.psm)
+                              languages=better, psm=prepared.psm, bilevel=prepared.bilevel)
             if (again.mean_confidence or 0.0) >= (rec.mean_confidence or 0.0) - _CONFIDENCE_SLACK:
                 rec = again
         timings["ocr"] = time.perf_counter() - t0

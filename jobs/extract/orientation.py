@@ -46,10 +46,10 @@ def fix_orientation(gray: np.ndarray, prepared: Prepared, rec: Recognition, sett
         if rotation in tried:
             return
         tried.add(rotation)
-        prep = preprocess(rotate_right_angle(gray, rotation), dpi, photo_check=photo_check)
+        prep = preprocess(rotate_right_angle(gray, rotation), dpi, photo_check=photo_check, bilevel=prepared.bilevel)
         prep.rotation = rotation
         cand = recognise(prep.gray, settings, dpi=prep.dpi, want_pdf=want_pdf, workdir=workdir, languages=languages,
-                         psm=prep.psm)
+                         psm=prep.psm, bilevel=prep.bilevel)
         if cand.quality > best[2].quality * 1.1:
             best = (rotation, prep, cand)
 
@@ -75,7 +75,7 @@ def fix_orientation(gray: np.ndarray, prepared: Prepared, rec: Recognition, sett
     for angle in candidates:
         if angle == 0:  # a re-read in the script's language, same orientation
             cand = recognise(current.gray, settings, dpi=current.dpi, want_pdf=want_pdf, workdir=workdir,
-                             languages=languages, psm=current.psm)
+                             languages=languages, psm=current.psm, bilevel=current.bilevel)
             if cand.quality > best[2].quality * 1.1:
                 best = (start, current, cand)
         else:

@@ -64,6 +64,12 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
+def is_bilevel(gray: np.ndarray) -> bool:
+    """Whether a page holds only black and white (fax, 1-bit TIFF scans): one histogram."""
+    hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
+    return float(hist.sum() - hist[0] - hist[255]) == 0.0
+
+
 def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     h, w = gray.shape[:2]
     f = min(1.0, max_side / max(h, w))
@@ -382,16 +388,24 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     dewarped: bool = False  # a curved page's text lines were straightened (jobs.extract.dewarp)
     psm: int = 3  # tesseract page segmentation mode chosen from the text's width
+    bilevel: bool = False  # black-and-white source: handed to tesseract as 1-bit (see preprocess)
 
 
 def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
-               orient: bool = False) -> Prepared:
+               orient: bool = False, bilevel: bool | None = None) -> Prepared:
     """Steps 2-6 of the module docstring on an upright-or-not grayscale page.
 
     ``orient``: turn the page upright before anything else when the glyph geometry says so
     clearly (:func:`text_turn`): a page turned by 90/270 degrees, or upside down with a clear
     baseline side, then pays no wasted first recognition.
+
+    ``bilevel`` (measured when None): a black-and-white page stays black and white after the
+    deskew and scaling (threshold at mid-grey), so tesseract gets a 1-bit image and skips its own
+    thresholding and grey-level work: 10-15 % less tesseract CPU on the 1-bit test scans at equal
+    or better CER. Grey pages are never binarised by us (receipts lost 0.05 word F1 that way).
     """
+    if bilevel is None:
+        bilevel = is_bilevel(gray)
     perspective = dewarped = False
     if photo_check:
         # A photographed curved page (leaflet, booklet): straighten its text lines first; a flat
@@ -416,10 +430,12 @@ def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
     cleaned = denoise(gray, stats)
     denoised = cleaned is not gray
     cleaned = rotate_small(cleaned, skew)
+    if bilevel:
+        cleaned = cv2.threshold(cleaned, 127, 255, cv2.THRESH_BINARY)[1]
     # Cameras and screenshots state 72 or 96 dpi, which says nothing about the paper: guess instead.
     base_dpi = dpi if dpi and 100 <= dpi <= 2400 else _guess_dpi(stats, factor)
     return Prepared(cleaned, int(round(base_dpi * factor)), factor, skew, perspective, denoised, rotation, turn,
-                    dewarped=dewarped, psm=psm)
+                    dewarped=dewarped, psm=psm, bilevel=bilevel)
 
 
 def _guess_dpi(stats: TextStats, factor: float) -> float:

@@ -107,7 +107,8 @@ def tesseract_version(cmd: str = "tesseract") -> str:
 
 
 def write_pgm(gray: np.ndarray, path: Path) -> str:
-    """Write the page as uncompressed PGM (nothing to encode or decode); return its path."""
+    """Write the page as uncompressed PGM, or 1-bit PBM for a ``.pbm`` path (OpenCV thresholds
+    at mid-grey; nothing to encode or decode); return its path."""
     if not cv2.imwrite(str(path), gray):
         raise ToolFailed("could not write the page image for tesseract")
     return str(path)
@@ -235,16 +236,18 @@ def _assemble(order: list[tuple[int, int, int]], grouped: dict[tuple[int, int, i
 
 
 def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool, workdir: Path,
-              languages: str | None = None, psm: int = 3) -> Recognition:
+              languages: str | None = None, psm: int = 3, bilevel: bool = False) -> Recognition:
     """One tesseract run on a grayscale array: TSV (and a text-only PDF) in the same pass.
 
     ``languages`` is the ``-l`` value chosen for the page (:mod:`jobs.extract.languages`); None
     reads with the pinned ``ocr_languages``. ``psm`` is tesseract's page segmentation mode:
     3 (full layout analysis) by default, 6 (one block of text) for narrow single-column pages
-    such as receipts (:func:`jobs.extract.preprocess.segmentation_mode`).
+    such as receipts (:func:`jobs.extract.preprocess.segmentation_mode`). ``bilevel``: the
+    array holds only 0 and 255 and is handed over as a 1-bit PBM (tesseract then skips its
+    thresholding and grey-level work).
     """
     langs = check_languages(languages or settings.ocr_languages)
-    image = write_pgm(gray, workdir / "page.pgm")
+    image = write_pgm(gray, workdir / ("page.pbm" if bilevel else "page.pgm"))
     base = workdir / "out"
     for stale in ("out.tsv", "out.pdf"):
         (workdir / stale).unlink(missing_ok=True)
