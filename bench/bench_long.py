@@ -118,7 +118,7 @@ def _load() -> float:
 
 
 def _role(cmdline: str) -> str:
-    for key, name in (("jobs.pages", "range child"), ("jobs process", "process child / merge"),
+    for key, name in (("jobs pages", "range child"), ("jobs process", "process child / merge"),
                       ("tesseract", "tesseract"), ("qpdf", "qpdf"), ("--case", "runtime (dispatcher, tracker)")):
         if key in cmdline:
             return name

@@ -1,6 +1,6 @@
 """Long documents: one page range OCR'd per job, and the merge of the ranges in page order.
 
-``python -m jobs.pages --plan KEY`` is a child of the ``pages`` array job
+``python -m jobs pages --plan KEY`` is a child of the ``pages`` array job
 (job_definitions/pages.json; pipeline/page_ranges.py has the graph): child ``i`` reads range
 ``i`` of the plan with the same extract stage as a whole document (jobs/extract/text.py, pages
 ``first``-``last``) and stores text.txt, pages.json and searchable.pdf under the range's own
@@ -14,21 +14,17 @@ memory at a time.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import signal
-import sys
 import tempfile
 import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pipeline import page_ranges
-from pipeline.errors import CorruptFile, ExitCode, MedintakeError, RejectedInput, TransientError
+from pipeline.errors import CorruptFile, MedintakeError, RejectedInput, TransientError
 from pipeline.settings import Settings
 
 log = logging.getLogger("medintake.jobs.ranges")
@@ -181,27 +177,3 @@ def merge_ranges(ctx: Any, plan_key: str, t0: float) -> dict[str, Any]:
     type_info = {"format": ctx.doc.file_format or "PDF", "mime": "application/pdf", "kind": "pdf"}
     return store_outputs(ctx, out, result, type_info, t0, extra={"ranges": len(plan["ranges"])})
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of a ``pages`` child: exit codes as jobs/__main__.py's (SPEC 4)."""
-    from pipeline.logs import configure_logging
-
-    parser = argparse.ArgumentParser(prog="python -m jobs.pages",
-                                     description="Read one page range of a long document (a child of a pages job).")
-    parser.add_argument("--plan", required=True, help="the store key of the document's page-range plan")
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        settings = Settings.load()
-        configure_logging(settings.log_level)
-        index = int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))
-        run_range(settings, args.plan, index)
-        return ExitCode.OK
-    except MedintakeError as exc:
-        log.error("pages job failed: %s [%s] exit=%d", exc.message, type(exc).__name__, exc.exit_code)
-        return int(exc.exit_code)
-    except Exception as exc:  # a bug: retryable. The message may hold PHI: type and frames only
-        frames = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                            for f in reversed(traceback.extract_tb(exc.__traceback__)))
-        log.error("pages job crashed: %s at %s", type(exc).__name__, frames)
-        return int(ExitCode.INTERNAL)
