@@ -1,9 +1,11 @@
 """Page clean-up before recognition (OpenCV on grayscale uint8 arrays).
 
 Steps 1-7 of :mod:`jobs.extract.ocr`'s order: grayscale, perspective of a photographed page,
-illumination, one connected-component measurement (glyph height, speckle, baselines), deskew,
-resolution normalisation from the measured text height, and light denoising. Each step is cheap
-and guarded, so a clean flat scan goes through practically unchanged.
+illumination, one connected-component measurement (glyph height, speckle, baselines, and from
+the same glyph boxes the page's turn and text width), deskew, resolution normalisation from the
+measured text height, and light denoising. Each step is cheap and guarded, so a clean flat scan
+goes through practically unchanged (evenly lit paper skips the illumination division; a 1-bit
+page stays 1-bit).
 """
 from __future__ import annotations
 
