@@ -105,3 +105,19 @@ def test_black_and_white_page_goes_to_tesseract_as_one_bit(monkeypatch, tmp_path
                          want_pdf=False)
     assert len(seen) == 1 and seen[0].endswith(".pbm")
     assert len(page.recognition.words) >= 10
+
+
+def test_unclear_axis_needs_a_middling_reading_and_vertical_lines_always_go_to_osd():
+    from jobs.extract.preprocess import Turn
+
+    with Image.open(FILES / "screenshot_labs.png") as img:
+        prepared = preprocess(to_gray(img), None, orient=True)
+    words = [{"text": "Glucose", "bbox": [0, 0, 70, 12], "confidence": 50.0, "offset": 0}]
+    rec = Recognition("Glucose", [], words, 50.0)
+    prepared.turn = Turn(180, vertical=False, horizontal=False, sure=False)
+    assert ocr._upright_enough(prepared, rec)
+    rec.mean_confidence = 40.0  # where upside-down receipts read
+    assert not ocr._upright_enough(prepared, rec)
+    prepared.turn = Turn(90, vertical=True, horizontal=False, sure=False)
+    rec.mean_confidence = 59.0
+    assert not ocr._upright_enough(prepared, rec)
