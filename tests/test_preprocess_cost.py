@@ -52,7 +52,7 @@ def test_narrow_single_column_reads_as_one_block_and_two_columns_do_not():
     assert preprocess(np.hstack([gray, gray]), 300).psm == 3
 
 
-def test_narrow_page_is_read_with_psm_6(monkeypatch):
+def _configs_of_one_page(monkeypatch, image: Image.Image) -> tuple[list[str], ocr.OcrPage]:
     seen: list[str] = []
     real = tesseract.call
 
@@ -61,10 +61,30 @@ def test_narrow_page_is_read_with_psm_6(monkeypatch):
         return real(function, settings, **kwargs)
 
     monkeypatch.setattr(tesseract, "call", counting)
+    page = ocr.ocr_image(image, Settings(ocr_languages="eng"), dpi=None, want_pdf=False)
+    return seen, page
+
+
+def test_narrow_page_is_read_with_psm_6(monkeypatch):
     with Image.open(FILES / "screenshot_labs.png") as img:
-        page = ocr.ocr_image(img.convert("RGB"), Settings(ocr_languages="eng"), dpi=None, want_pdf=False)
+        # The screenshot's body, below its coloured header bar: narrow dark-on-light text.
+        body = img.convert("RGB").crop((0, img.height // 4, img.width, img.height))
+    seen, page = _configs_of_one_page(monkeypatch, body)
     assert len(seen) == 1 and "--psm 6" in seen[0]
     assert len(page.recognition.words) >= 5
+
+
+def test_a_dark_bar_keeps_full_layout_analysis_so_its_white_words_are_read(monkeypatch):
+    """In one uniform block (psm 6) tesseract loses white-on-colour words: the portal
+    screenshot's header bar must keep psm 3, and its title be read."""
+    with Image.open(FILES / "screenshot_labs.png") as img:
+        gray = to_gray(img)
+        seen, page = _configs_of_one_page(monkeypatch, img.convert("RGB"))
+    stats = measure_text(gray)
+    assert segmentation_mode(stats) == 6  # narrow by width alone
+    assert segmentation_mode(stats, gray) == 3  # the bar
+    assert len(seen) == 1 and "--psm 3" in seen[0]
+    assert "results portal" in " ".join(page.recognition.text.lower().split())
 
 
 @pytest.mark.parametrize("confidence,expected", [(50.0, True), (20.0, False)])
