@@ -206,25 +206,30 @@ def _insert_rows(s: Any, model: type, objs: Iterable[Any]) -> None:
     are the same: each object gives the columns it had set, and what it left unset (an
     autoincrement id, a column default) is filled by the same Core defaults the ORM flush would
     use. Objects with different sets of columns go in separate executemany calls, since one
-    statement binds one set of columns.
+    statement binds one set of columns. A plain dict of column values is taken as it is (what a
+    job with many rows should pass: building an ORM object costs more than inserting its row).
     """
     columns = [c.key for c in model.__table__.columns]  # type: ignore[attr-defined]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for obj in objs:
-        state = obj.__dict__
+        state = obj if isinstance(obj, dict) else obj.__dict__
         row = {k: state[k] for k in columns if k in state}
+        if isinstance(obj, dict) and len(row) != len(obj):  # a misspelt column must not vanish silently
+            raise ValueError(f"not columns of {model.__name__}: {sorted(set(obj) - set(columns))}")
         groups.setdefault(tuple(row), []).append(row)
     for rows in groups.values():
         s.execute(insert(model), rows)
 
 
-def replace_pages(settings: Settings, doc_id: str, pages: Iterable[Page]) -> None:
+def replace_pages(settings: Settings, doc_id: str, pages: Iterable[Page | dict[str, Any]]) -> None:
+    """Replace the document's page rows; each a Page or a dict of its columns."""
     with transaction(settings) as s:
         s.execute(delete(Page).where(Page.document_id == doc_id))
         _insert_rows(s, Page, pages)
 
 
-def replace_entities(settings: Settings, doc_id: str, entities: Iterable[Entity]) -> None:
+def replace_entities(settings: Settings, doc_id: str, entities: Iterable[Entity | dict[str, Any]]) -> None:
+    """Replace the document's entity rows; each an Entity or a dict of its columns (cheaper)."""
     with transaction(settings) as s:
         s.execute(delete(Entity).where(Entity.document_id == doc_id))
         _insert_rows(s, Entity, entities)

@@ -97,6 +97,8 @@ def test_core_inserts_write_the_rows_the_orm_wrote(db_settings):
                 for i in range(130)]
         ents.append(Entity(document_id=doc.id, entity_no=130, category="X", type="Y", text="z", begin_offset=0,
                            end_offset=1, score=1.0))  # traits/attributes left to their defaults
+        ents.append(dict(document_id=doc.id, entity_no=131, category="X", type="Y", text="d", begin_offset=0,
+                         end_offset=1, score=1.0, traits=[{"Name": "SIGN"}]))  # a plain dict, as a job may pass
         repository.replace_entities(db_settings, doc.id, ents)
         repository.replace_pages(db_settings, doc.id, [
             Page(document_id=doc.id, page_no=n, source="text", width=612.0, height=792.0) for n in (1, 2)])
@@ -107,10 +109,21 @@ def test_core_inserts_write_the_rows_the_orm_wrote(db_settings):
 
     with database.transaction(db_settings) as s:
         got = s.execute(select(Entity).where(Entity.document_id == doc.id).order_by(Entity.entity_no)).scalars().all()
-        assert len(got) == 131 and len({e.id for e in got}) == 131 and all(e.id for e in got)
+        assert len(got) == 132 and len({e.id for e in got}) == 132 and all(e.id for e in got)
         assert got[1].traits == [{"Name": "NEGATION"}] and got[2].traits == []
         assert got[130].traits == [] and got[130].attributes == []
+        assert (got[131].text, got[131].traits, got[131].attributes) == ("d", [{"Name": "SIGN"}], [])
         pages = s.execute(select(Page).where(Page.document_id == doc.id).order_by(Page.page_no)).scalars().all()
         assert [(p.page_no, p.rotation, p.chars, p.words, p.dpi) for p in pages] == [(1, 0, 0, 0, None), (2, 0, 0, 0, None)]
         rend = s.execute(select(Rendition).where(Rendition.document_id == doc.id)).scalars().all()
         assert [(r.name, r.bytes) for r in rend] == [("thumbnail", 3)]
+
+
+def test_a_misspelt_column_in_a_row_dict_is_an_error(settings):
+    import pytest
+
+    database.upgrade(settings)
+    doc, _ = repository.register_document(settings, UploadRef("bucket", "in/y.pdf", None, "etag", 1))
+    with pytest.raises(ValueError, match="scroe"):
+        repository.replace_entities(settings, doc.id, [dict(document_id=doc.id, entity_no=0, category="X", type="Y",
+                                                            text="z", begin_offset=0, end_offset=1, scroe=1.0)])
