@@ -7,6 +7,8 @@ database name); set MEDINTAKE_TEST_SKIP_SERVERS=1 to skip them on a machine with
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -74,6 +76,58 @@ def subscribed_topic(region: str, topic: str, queue: str):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
     return arn, sqs, queue_url
+
+
+@contextlib.contextmanager
+def array_shape_on_moto(tmp_path: Path, monkeypatch, region: str, **extra_env: str):
+    """The AWS path of the array shape in moto: an S3 bucket, a Batch queue, a notice topic with an
+    SQS subscriber, the settings in the environment (plus ``extra_env``), the schema and every job
+    definition registered. Yields what the tests drive: the clients, the queue URL, the settings."""
+    import boto3
+    from moto import mock_aws
+
+    from compute.batch import BatchComputeEnvironment
+    from pipeline import aws_lambda
+    from pipeline.jobdefs import load_job_definitions
+
+    with mock_aws(config={"batch": {"use_docker": False}}):
+        s3 = boto3.client("s3", region_name=region)
+        s3.create_bucket(Bucket="medintake-uploads-eu", CreateBucketConfiguration={"LocationConstraint": region})
+        batch = batch_queue(region, "medintake-eu", "medintake-ce")
+        topic, sqs, queue_url = subscribed_topic(region, "medintake-notices", "notices")
+        env = {
+            "MEDINTAKE_DATA_DIR": str(tmp_path / "data"), "MEDINTAKE_STORE_BACKEND": "s3",
+            # The worker containers get the settings through their job definition: an absolute URL.
+            "MEDINTAKE_DATABASE_URL": f"sqlite:///{tmp_path / 'medintake.db'}",
+            "MEDINTAKE_BUCKET": "medintake-uploads-eu", "MEDINTAKE_COMPUTE_BACKEND": "batch",
+            "MEDINTAKE_JOB_QUEUE": "medintake-eu", "MEDINTAKE_NOTIFIER": "sns", "MEDINTAKE_SNS_TOPIC_ARN": topic,
+            "MEDINTAKE_AWS_REGION": region, "MEDINTAKE_JOB_SHAPE": "array",
+            "MEDINTAKE_WORKER_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/medintake-worker:1",
+            **extra_env,
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        settings = Settings.load()
+        database.upgrade(settings)
+        compute = BatchComputeEnvironment(settings)
+        for definition in load_job_definitions(settings.job_definitions_dir).values():
+            compute.ensure_job_definition(definition)
+        aws_lambda.reset()
+        yield {"s3": s3, "batch": batch, "sqs": sqs, "queue_url": queue_url, "settings": settings,
+               "workdir": str(tmp_path)}
+        aws_lambda.reset()
+
+
+@functools.lru_cache(maxsize=1)
+def fixture_makers():
+    """``tests/files/make_fixtures.py`` as a module: the generators of the committed fixtures, for
+    tests that make variants of them (tests/files is a folder of files, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", FILES / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def find_tool(name: str) -> str | None:

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from conftest import FILES, FakeClock, read_notices
+from conftest import FILES, FakeClock, array_shape_on_moto, read_notices
 from compute.batch import BatchComputeEnvironment
 from compute.local import LocalComputeEnvironment
 from compute.ratelimit import TokenBucket
@@ -167,33 +167,8 @@ def test_retries_are_bounded_and_end_failed_with_one_notice(tmp_path):
 
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
-    with mock_aws(config={"batch": {"use_docker": False}}):
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket="medintake-uploads-eu", CreateBucketConfiguration={"LocationConstraint": REGION})
-        from conftest import batch_queue, subscribed_topic
-
-        batch = batch_queue(REGION, "medintake-eu", "medintake-ce")
-        topic, sqs, queue_url = subscribed_topic(REGION, "medintake-notices", "notices")
-        env = {
-            "MEDINTAKE_DATA_DIR": str(tmp_path / "data"), "MEDINTAKE_STORE_BACKEND": "s3",
-            # The worker containers get the settings through their job definition: an absolute URL.
-            "MEDINTAKE_DATABASE_URL": f"sqlite:///{tmp_path / 'medintake.db'}",
-            "MEDINTAKE_BUCKET": "medintake-uploads-eu", "MEDINTAKE_COMPUTE_BACKEND": "batch",
-            "MEDINTAKE_JOB_QUEUE": "medintake-eu", "MEDINTAKE_NOTIFIER": "sns", "MEDINTAKE_SNS_TOPIC_ARN": topic,
-            "MEDINTAKE_AWS_REGION": REGION, "MEDINTAKE_JOB_SHAPE": "array", "MEDINTAKE_ARRAY_CHILD_DOCUMENTS": "2",
-            "MEDINTAKE_WORKER_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/medintake-worker:1",
-        }
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        settings = Settings.load()
-        database.upgrade(settings)
-        compute = BatchComputeEnvironment(settings)
-        for definition in load_job_definitions(settings.job_definitions_dir).values():
-            compute.ensure_job_definition(definition)
-        aws_lambda.reset()
-        yield {"s3": s3, "batch": batch, "sqs": sqs, "queue_url": queue_url, "settings": settings,
-               "workdir": str(tmp_path)}
-        aws_lambda.reset()
+    with array_shape_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_ARRAY_CHILD_DOCUMENTS="2") as world:
+        yield world
 
 
 def put_upload(aws, name: str, key: str) -> UploadRef:

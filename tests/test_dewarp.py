@@ -8,7 +8,6 @@ are measured by bench/bench_dewarp.py (they cannot be committed).
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import fixture_makers
 from jobs.extract.dewarp import CURVATURE_GATE, dewarp_if_curved
 from jobs.extract.ocr import ocr_image
 from jobs.extract.preprocess import to_gray
@@ -26,10 +26,7 @@ FILES = Path(__file__).resolve().parent / "files"
 
 
 def _scan_lines() -> list[str]:
-    spec = importlib.util.spec_from_file_location("make_fixtures", FILES / "make_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return list(module.SCAN_LINES)
+    return list(fixture_makers().SCAN_LINES)
 
 
 def _scan() -> np.ndarray:

@@ -13,14 +13,13 @@ notice.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
 
 import boto3
 from click.testing import CliRunner
-from conftest import FILES, batch_queue, subscribed_topic
+from conftest import FILES, batch_queue, fixture_makers, subscribed_topic
 from sqlalchemy import MetaData, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -44,9 +43,7 @@ def hits(text: str) -> list[str]:
 
 
 def make_documents(folder: Path) -> list[Path]:
-    spec = importlib.util.spec_from_file_location("make_fixtures", FILES / "make_fixtures.py")
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
+    fixtures = fixture_makers()
     folder.mkdir()
     pdf = folder / f"{NAME} referral.pdf"
     pdf.write_bytes(fixtures.build_text_pdf([LINES]))

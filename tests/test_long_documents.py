@@ -13,13 +13,11 @@ import os
 import re
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from conftest import FILES, MYSQL_URL, _server_database, read_notices
+from conftest import FILES, MYSQL_URL, _server_database, array_shape_on_moto, read_notices
 from compute.runtime import LocalRuntime
-from pipeline import aws_lambda, database, page_ranges, repository
+from pipeline import aws_lambda, page_ranges, repository
 from pipeline.settings import Settings
 
 REGION = "eu-west-1"
@@ -229,35 +227,8 @@ def test_the_per_document_shape_reads_a_long_document_in_its_one_extract_job(tmp
 
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
-    from conftest import batch_queue, subscribed_topic
-
-    from compute.batch import BatchComputeEnvironment
-    from pipeline.jobdefs import load_job_definitions
-
-    with mock_aws(config={"batch": {"use_docker": False}}):
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket="medintake-uploads-eu", CreateBucketConfiguration={"LocationConstraint": REGION})
-        batch = batch_queue(REGION, "medintake-eu", "medintake-ce")
-        topic, sqs, queue_url = subscribed_topic(REGION, "medintake-notices", "notices")
-        env = {
-            "MEDINTAKE_DATA_DIR": str(tmp_path / "data"), "MEDINTAKE_STORE_BACKEND": "s3",
-            "MEDINTAKE_DATABASE_URL": f"sqlite:///{tmp_path / 'medintake.db'}",
-            "MEDINTAKE_BUCKET": "medintake-uploads-eu", "MEDINTAKE_COMPUTE_BACKEND": "batch",
-            "MEDINTAKE_JOB_QUEUE": "medintake-eu", "MEDINTAKE_NOTIFIER": "sns", "MEDINTAKE_SNS_TOPIC_ARN": topic,
-            "MEDINTAKE_AWS_REGION": REGION, "MEDINTAKE_JOB_SHAPE": "array", "MEDINTAKE_SPLIT_PAGES": "5",
-            "MEDINTAKE_WORKER_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/medintake-worker:1",
-        }
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        settings = Settings.load()
-        database.upgrade(settings)
-        compute = BatchComputeEnvironment(settings)
-        for definition in load_job_definitions(settings.job_definitions_dir).values():
-            compute.ensure_job_definition(definition)
-        aws_lambda.reset()
-        yield {"s3": s3, "batch": batch, "sqs": sqs, "queue_url": queue_url, "settings": settings,
-               "workdir": str(tmp_path)}
-        aws_lambda.reset()
+    with array_shape_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_SPLIT_PAGES="5") as world:
+        yield world
 
 
 def test_on_batch_a_range_that_fails_for_good_costs_one_more_try_of_that_range_only(aws, tmp_path):

@@ -9,32 +9,17 @@ with the lossless set, which still goes through the cascade).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
+from conftest import fixture_makers
 from jobs.convert import renditions
 from jobs.convert.renditions import make_renditions
 from jobs.identify import identify
 from pipeline.errors import CorruptFile
 from pipeline.settings import Settings
-
-
-def _write_pdf(objects: list[bytes]) -> bytes:
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for num, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{num} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for off in offsets:
-        out.write(f"{off:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
 
 
 def text_pdf(pages: int, *, colour_first: bool = False, rotate: int = 0, size: tuple[int, int] = (612, 792)) -> bytes:
@@ -61,7 +46,7 @@ def text_pdf(pages: int, *, colour_first: bool = False, rotate: int = 0, size: t
                         f"/Resources << /Font << /F1 {font_id} 0 R >> >> /Contents {4 + 2 * i} 0 R >>").encode())
         objects.append(f"<< /Length {len(stream)} >>\nstream\n".encode() + stream + b"endstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    return _write_pdf(objects)
+    return fixture_makers().write_pdf(objects)
 
 
 def run(src: Path, out: Path, settings: Settings) -> dict[str, renditions.RenditionResult]:
