@@ -78,17 +78,27 @@ def subscribed_topic(region: str, topic: str, queue: str):
     return arn, sqs, queue_url
 
 
+def deploy_steps(settings: Settings) -> None:
+    """What `medintake deploy` does after the stack: migrate the schema, register the definitions."""
+    from compute.batch import BatchComputeEnvironment
+    from pipeline.jobdefs import load_job_definitions
+
+    database.upgrade(settings)
+    registrar = BatchComputeEnvironment(settings)
+    for definition in load_job_definitions(settings.job_definitions_dir).values():
+        registrar.ensure_job_definition(definition)
+
+
 @contextlib.contextmanager
-def array_shape_on_moto(tmp_path: Path, monkeypatch, region: str, **extra_env: str):
-    """The AWS path of the array shape in moto: an S3 bucket, a Batch queue, a notice topic with an
-    SQS subscriber, the settings in the environment (plus ``extra_env``), the schema and every job
-    definition registered. Yields what the tests drive: the clients, the queue URL, the settings."""
+def batch_path_on_moto(tmp_path: Path, monkeypatch, region: str, **extra_env: str):
+    """The AWS path in moto: an S3 bucket, a Batch queue, a notice topic with an SQS subscriber,
+    the settings in the environment (array shape unless ``extra_env`` says otherwise), the schema
+    and every job definition registered. Yields what the tests drive: the clients, the queue URL,
+    the settings."""
     import boto3
     from moto import mock_aws
 
-    from compute.batch import BatchComputeEnvironment
     from pipeline import aws_lambda
-    from pipeline.jobdefs import load_job_definitions
 
     with mock_aws(config={"batch": {"use_docker": False}}):
         s3 = boto3.client("s3", region_name=region)
@@ -108,11 +118,8 @@ def array_shape_on_moto(tmp_path: Path, monkeypatch, region: str, **extra_env: s
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         settings = Settings.load()
-        database.upgrade(settings)
-        compute = BatchComputeEnvironment(settings)
-        for definition in load_job_definitions(settings.job_definitions_dir).values():
-            compute.ensure_job_definition(definition)
         aws_lambda.reset()
+        deploy_steps(settings)
         yield {"s3": s3, "batch": batch, "sqs": sqs, "queue_url": queue_url, "settings": settings,
                "workdir": str(tmp_path)}
         aws_lambda.reset()

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from conftest import FILES, FakeClock, array_shape_on_moto, read_notices
+from conftest import FILES, FakeClock, batch_path_on_moto, read_notices
 from compute.batch import BatchComputeEnvironment
 from compute.local import LocalComputeEnvironment
 from compute.ratelimit import TokenBucket
@@ -167,7 +167,7 @@ def test_retries_are_bounded_and_end_failed_with_one_notice(tmp_path):
 
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
-    with array_shape_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_ARRAY_CHILD_DOCUMENTS="2") as world:
+    with batch_path_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_ARRAY_CHILD_DOCUMENTS="2") as world:
         yield world
 
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from conftest import FILES, batch_queue, subscribed_topic
-from compute.batch import BatchComputeEnvironment
-from pipeline import aws_lambda, database, repository
-from pipeline.jobdefs import load_job_definitions
-from pipeline.settings import Settings
+from conftest import FILES, batch_path_on_moto
+from pipeline import aws_lambda, repository
 from pipeline.batch_events import job_state_change_event
 from pipeline.events import UploadRef, eventbridge_object_created, s3_notification, sqs_envelope
 
@@ -22,36 +17,9 @@ REGION = "eu-west-1"
 
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
-    with mock_aws(config={"batch": {"use_docker": False}}):
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket="medintake-uploads-eu", CreateBucketConfiguration={"LocationConstraint": REGION})
-        batch = batch_queue(REGION, "medintake-eu", "medintake-ce")
-        topic, sqs, queue_url = subscribed_topic(REGION, "medintake-notices", "notices")
-        env = {
-            "MEDINTAKE_DATA_DIR": str(tmp_path / "data"),
-            "MEDINTAKE_STORE_BACKEND": "s3",
-            "MEDINTAKE_BUCKET": "medintake-uploads-eu",
-            "MEDINTAKE_COMPUTE_BACKEND": "batch",
-            "MEDINTAKE_JOB_QUEUE": "medintake-eu",
-            "MEDINTAKE_WORKER_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/medintake-worker:1",
-            "MEDINTAKE_NOTIFIER": "sns",
-            "MEDINTAKE_SNS_TOPIC_ARN": topic,
-            "MEDINTAKE_AWS_REGION": REGION,
-        }
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        aws_lambda.reset()
-        deploy_steps(Settings.load())
-        yield {"s3": s3, "batch": batch, "sqs": sqs, "queue_url": queue_url}
-        aws_lambda.reset()
-
-
-def deploy_steps(settings: Settings) -> None:
-    """What `medintake deploy` does after the stack: migrate the schema, register the definitions."""
-    database.upgrade(settings)
-    batch = BatchComputeEnvironment(settings)
-    for definition in load_job_definitions(settings.job_definitions_dir).values():
-        batch.ensure_job_definition(definition)
+    # The per-document job graph (three jobs per upload): what these tests check job by job.
+    with batch_path_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_JOB_SHAPE="per_document") as world:
+        yield world
 
 
 def upload(aws, key="uploads/Jane Doe referral.pdf") -> UploadRef:

@@ -226,7 +226,7 @@ def test_s3_slowdown_in_the_dispatcher_lambda_redelivers_the_record(tmp_path, mo
     from pipeline import aws_lambda
     from pipeline.events import s3_notification, sqs_envelope
     from pipeline.settings import Settings
-    from test_aws_path import deploy_steps
+    from conftest import deploy_steps
 
     region = "eu-west-1"
     with mock_aws(config={"batch": {"use_docker": False}}):

@@ -208,7 +208,7 @@ def test_no_marker_phi_on_the_aws_path(tmp_path, monkeypatch, capsys):
     from pipeline.batch_events import job_state_change_event
     from pipeline.events import UploadRef, s3_notification, sqs_envelope
     from pipeline.settings import Settings
-    from test_aws_path import deploy_steps
+    from conftest import deploy_steps
 
     region = "eu-west-1"
     key = f"uploads/{NAME} DOB 29-02-1936 MRN 7731904482.pdf"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FILES, MYSQL_URL, _server_database, array_shape_on_moto, read_notices
+from conftest import FILES, MYSQL_URL, _server_database, batch_path_on_moto, read_notices
 from compute.runtime import LocalRuntime
 from pipeline import aws_lambda, page_ranges, repository
 from pipeline.settings import Settings
@@ -227,7 +227,7 @@ def test_the_per_document_shape_reads_a_long_document_in_its_one_extract_job(tmp
 
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
-    with array_shape_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_SPLIT_PAGES="5") as world:
+    with batch_path_on_moto(tmp_path, monkeypatch, REGION, MEDINTAKE_SPLIT_PAGES="5") as world:
         yield world
 
 

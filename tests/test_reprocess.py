@@ -23,12 +23,11 @@ from sqlalchemy import select, update
 import cli
 from compute.batch import BatchComputeEnvironment
 from compute.ratelimit import TokenBucket
-from conftest import FakeClock, FILES, read_notices
+from conftest import FakeClock, FILES, deploy_steps, read_notices
 from pipeline import database, repository
 from pipeline import reprocess as rp
 from pipeline.dispatcher import Dispatcher
 from pipeline.events import s3_notification
-from pipeline.jobdefs import load_job_definitions
 from pipeline.models import Document, Job, JobEvent, Notice, utcnow
 from pipeline.notify import open_notifier
 from pipeline.settings import Settings
@@ -208,11 +207,7 @@ def batch_env(tmp_path, monkeypatch):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         settings = Settings.load()
-        # What `medintake deploy` does after the stack (tests/test_aws_path.py's deploy_steps).
-        database.upgrade(settings)
-        registrar = BatchComputeEnvironment(settings)
-        for definition in load_job_definitions(settings.job_definitions_dir).values():
-            registrar.ensure_job_definition(definition)
+        deploy_steps(settings)  # what `medintake deploy` does after the stack
         yield settings, batch
 
 
