@@ -148,8 +148,11 @@ def _install() -> None:
         def replace(settings, doc_id, rows, _real=real, _column=column):
             rows = list(rows)
             if armed(*poisoning):
-                for row in rows:
-                    setattr(row, _column, POISON[: 8 if _column == "format" else 16])
+                for row in rows:  # ORM objects or plain dicts of columns (repository takes both)
+                    if isinstance(row, dict):
+                        row[_column] = POISON[: 8 if _column == "format" else 16]
+                    else:
+                        setattr(row, _column, POISON[: 8 if _column == "format" else 16])
             entry = armed("stored")
             if entry:
                 die(entry, rows=len(rows))  # every output is stored, the rows are not committed
