@@ -126,6 +126,13 @@ def test_choice_rules():
     assert lang.latin_guess(french, "eng", Settings(ocr_languages="eng")) is None
     assert lang.latin_guess(french, "jpn", auto) is None
     assert lang.latin_guess("The patient was seen and the pain was treated with rest.", "eng", auto) is None
+    # An English receipt's labels ("Invoice No", "Tel No", an e-mail address) are not Portuguese.
+    receipt = ("Invoice No: 8812 Tel No: 03-7845 Fax No: 03-7846 Member No: 1120 Table No: 4 "
+               "Cheque No: 55 sales@shop.com Are prices in RM not returnable")
+    assert lang.latin_guess(receipt, "eng", auto) is None
+    portuguese = ("O paciente foi internado para uma dor no peito e a equipe da cardiologia fez os exames "
+                  "que foram pedidos pelo médico com uma dose do remédio ao dia.")
+    assert lang.latin_guess(portuguese, "eng", auto) == "por"
 
 
 def test_traditional_chinese_page_gets_both_han_models():
