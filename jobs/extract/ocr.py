@@ -12,7 +12,9 @@ practically unchanged):
    out against a darker background; a curved book page filling the frame is left alone),
 3. illumination/shadow normalisation (divide by a large-kernel background estimate, floored so
    white text on dark bars survives),
-4. one connected-component pass measuring the glyph height, the speckle share and the baselines,
+4. one connected-component pass measuring the glyph height, the speckle share and the baselines
+   (ink by Otsu's threshold; where that finds only a dark pen note or scanner edge, by the
+   triangle threshold, and the faint print's contrast is stretched so tesseract sees it too),
 5. deskew of small angles by projection profiles of those baselines,
 6. resolution normalisation from the measured text height (small print is upscaled to a ~300 dpi
    equivalent; huge print is downscaled, which saves time at no cost in accuracy),
