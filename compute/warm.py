@@ -22,6 +22,7 @@ one), every attempt is started as a new interpreter instead, with a warning: slo
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
 import multiprocessing
@@ -97,6 +98,40 @@ def server_threads() -> int | None:
         return len(os.listdir(f"/proc/{pid}/task")) if pid else None
     except OSError:
         return None
+
+
+def _database_scheme() -> str:
+    """The configured database's scheme (``sqlite`` by default), from the settings the server has."""
+    try:
+        from pipeline.settings import Settings
+
+        return Settings.load().effective_database_url.split(":", 1)[0].split("+", 1)[0]
+    except Exception:  # noqa: BLE001 - a preload never stops the server
+        return ""
+
+
+def complete_lazy_loads(modules: dict | None = None) -> list[str]:
+    """Load the lazily loaded parts of libraries already imported; returns what was loaded."""
+    modules = sys.modules if modules is None else modules
+    loaded: list[str] = []
+    wanted: list[str] = []
+    if "numpy" in modules:
+        wanted.append("numpy.ma")
+    if "sqlalchemy" in modules and _database_scheme() == "sqlite":
+        wanted.append("sqlalchemy.dialects.sqlite")
+    for name in wanted:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:  # noqa: BLE001
+            pass
+    if "PIL.Image" in modules:
+        try:
+            modules["PIL.Image"].init()
+            loaded.append("PIL.Image.init")
+        except Exception:  # noqa: BLE001
+            pass
+    return loaded
 
 
 def _main_module(module: str) -> str:
