@@ -122,21 +122,27 @@ def test_a_transiently_failing_document_is_retried_alone_and_its_batch_mates_fin
     settings = Settings.load(data_dir=tmp_path / "data", workers=1, job_shape="array", array_child_documents=5,
                              document_retries=1)
     files = [FILES / n for n in ("digital_referral.pdf", "screenshot_labs.png")]
-    with LocalRuntime(settings) as rt:
+    restored: list[bool] = []
+    lost: dict[str, bytes] = {}
+
+    def restore_after_first_failure(_event: dict) -> None:
+        # A compute listener: called with each job event right after the tracker, which records the
+        # document's failed row and resubmits it, so the retry cannot start before the upload is
+        # back, however fast the workers. (Restoring from run_until_final's on_step raced the retry:
+        # on_step runs at most twice a second.)
+        rows = repository.jobs_for(settings, refs[0].document_id, 1)
+        if not restored and rows and rows[0].status == "FAILED":
+            rt.store.put_bytes(refs[0].key, lost["bytes"])
+            restored.append(True)
+
+    with LocalRuntime(settings, listeners=[restore_after_first_failure]) as rt:
         refs = [rt.upload(f) for f in files]
-        lost = rt.store.get_bytes(refs[0].key)
+        lost["bytes"] = rt.store.get_bytes(refs[0].key)
         rt.store.delete_prefix(refs[0].key)  # the first upload cannot be read: a transient failure
         rt.dispatcher.handle_event({"Records": [r for ref in refs for r in s3_notification(ref)["Records"]]})
         ids = [ref.document_id for ref in refs]
-        restored = []
-
-        def restore_after_first_failure() -> None:
-            rows = repository.jobs_for(settings, ids[0], 1)
-            if not restored and rows and rows[0].status == "FAILED":
-                rt.store.put_bytes(refs[0].key, lost)
-                restored.append(True)
-
-        rt.run_until_final(ids, on_step=restore_after_first_failure, max_seconds=240)
+        rt.run_until_final(ids, max_seconds=240)
+    assert restored == [True]
     docs = repository.find_documents(settings, ids)
     assert [docs[i].status for i in ids] == ["COMPLETED", "COMPLETED"]
     first = repository.jobs_for(settings, ids[0], 1)

@@ -96,15 +96,18 @@ def _document_languages(pages: list[PageResult], settings: Settings) -> str:
 
 def tool_versions(settings: Settings) -> dict[str, str]:
     """Versions recorded in the manifest, so a result can be traced to the engines that made it."""
+    from importlib.metadata import version
+
     import cv2
-    import pdfplumber
     import pypdfium2
 
     return {
         "tesseract": tesseract.tesseract_version(settings.tesseract_cmd),
         "pdfium": str(pypdfium2.version.PDFIUM_INFO),
         "pypdfium2": str(pypdfium2.version.PYPDFIUM_INFO),
-        "pdfplumber": str(pdfplumber.__version__),
+        # its installed version, without importing it: pdfplumber + pdfminer + charset_normalizer cost
+        # ~0.06-0.1 CPU s per worker process, paid only for this string when the text engine is pdfium
+        "pdfplumber": version("pdfplumber"),
         "opencv": str(cv2.__version__),
     }
 
@@ -619,6 +622,11 @@ def _load_frame(img: Any, index: int) -> tuple[Any, int, float | None]:
             orientation = int(img.getexif().get(0x0112, 1) or 1)
         except Exception:  # a damaged EXIF block must not sink the page
             orientation = 1
+        if img.format == "JPEG" and img.mode == "RGB":
+            # OCR reads grey: libjpeg then outputs luminance straight from the stream, skipping
+            # the colour conversion (an 8.7 MP receipt: 36 -> 11 ms CPU; mean difference 0.005 grey
+            # levels from Pillow's RGB -> L).
+            img.draft("L", img.size)
         frame = ImageOps.exif_transpose(img)
         frame.load()
     except EOFError:
