@@ -252,6 +252,11 @@ def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool,
     for stale in ("out.tsv", "out.pdf"):
         (workdir / stale).unlink(missing_ok=True)
     config = ["--psm", str(int(psm)), "--dpi", str(int(dpi)), "-c", "tessedit_create_tsv=1", *RECOGNITION_CONFIG]
+    if psm == 6:
+        # psm 6 is chosen only for pages without a solid dark area (preprocess.segmentation_mode),
+        # so there is no white-on-dark text to find: skip tesseract's re-recognition of
+        # low-confidence words inverted (measured in bench/README-ocr.md).
+        config += ["-c", "tessedit_do_invert=0"]
     if want_pdf:
         config += ["-c", "textonly_pdf=1"]
     call(_engine.run_tesseract, settings, input_filename=image, output_filename_base=str(base),
