@@ -71,6 +71,7 @@ def test_narrow_page_is_read_with_psm_6(monkeypatch):
         body = img.convert("RGB").crop((0, img.height // 4, img.width, img.height))
     seen, page = _configs_of_one_page(monkeypatch, body)
     assert len(seen) == 1 and "--psm 6" in seen[0]
+    assert "tessedit_do_invert=0" in seen[0]  # no dark area on a psm 6 page: no inverted re-reads
     assert len(page.recognition.words) >= 5
 
 
@@ -84,6 +85,7 @@ def test_a_dark_bar_keeps_full_layout_analysis_so_its_white_words_are_read(monke
     assert segmentation_mode(stats) == 6  # narrow by width alone
     assert segmentation_mode(stats, gray) == 3  # the bar
     assert len(seen) == 1 and "--psm 3" in seen[0]
+    assert "tessedit_do_invert" not in seen[0]  # the bar's white words need tesseract's inversion
     assert "results portal" in " ".join(page.recognition.text.lower().split())
 
 
