@@ -191,22 +191,25 @@ def _server_database(base_url: str, dialect: str):
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
-def db_settings(request, tmp_path) -> Settings:
-    """Settings on each real database in turn, schema migrated to head."""
+def empty_db_settings(request, tmp_path) -> Settings:
+    """Settings on a new, empty database of each real kind in turn (no schema yet)."""
     if request.param == "sqlite":
-        s = Settings.load(data_dir=tmp_path / "data")
-        database.upgrade(s)
-        yield s
+        yield Settings.load(data_dir=tmp_path / "data")
         return
     base, dialect = (MYSQL_URL, "mysql") if request.param == "mariadb" else (POSTGRES_URL, "postgres")
     gen = _server_database(base, dialect)
     url = next(gen)
-    s = Settings.load(data_dir=tmp_path / "data", database_url=url)
-    database.upgrade(s)
     try:
-        yield s
+        yield Settings.load(data_dir=tmp_path / "data", database_url=url)
     finally:
         next(gen, None)
+
+
+@pytest.fixture
+def db_settings(empty_db_settings) -> Settings:
+    """Settings on each real database in turn, schema migrated to head."""
+    database.upgrade(empty_db_settings)
+    return empty_db_settings
 
 
 def read_notices(settings: Settings) -> list[dict]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect
 
 from pipeline import database
@@ -49,33 +48,16 @@ def test_a_new_database_is_not_at_head_and_is_migrated(tmp_path):
     assert {"documents", "jobs", "notices"} <= set(inspect(database.get_engine(settings)).get_table_names())
 
 
-@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
-def new_db_settings(request, tmp_path):
-    """Settings on an empty database of each kind (no schema yet)."""
-    if request.param == "sqlite":
-        yield Settings.load(data_dir=tmp_path / "data")
-        return
-    from conftest import MYSQL_URL, POSTGRES_URL, _server_database
-
-    base, dialect = (MYSQL_URL, "mysql") if request.param == "mariadb" else (POSTGRES_URL, "postgres")
-    gen = _server_database(base, dialect)
-    url = next(gen)
-    try:
-        yield Settings.load(data_dir=tmp_path / "data", database_url=url)
-    finally:
-        next(gen, None)
-
-
-def test_an_older_database_is_upgraded_by_alembic(new_db_settings):
-    assert not database.at_head(new_db_settings)  # no alembic_version table yet
-    database.upgrade(new_db_settings, "0001")
-    assert database.current_revision(new_db_settings) == "0001"
-    assert not database.at_head(new_db_settings)
-    database.upgrade(new_db_settings)
-    assert database.at_head(new_db_settings)
-    assert database.current_revision(new_db_settings) == database.head_revision()
-    database.upgrade(new_db_settings)  # at head: nothing to do, still at head
-    assert database.current_revision(new_db_settings) == database.head_revision()
+def test_an_older_database_is_upgraded_by_alembic(empty_db_settings):
+    assert not database.at_head(empty_db_settings)  # no alembic_version table yet
+    database.upgrade(empty_db_settings, "0001")
+    assert database.current_revision(empty_db_settings) == "0001"
+    assert not database.at_head(empty_db_settings)
+    database.upgrade(empty_db_settings)
+    assert database.at_head(empty_db_settings)
+    assert database.current_revision(empty_db_settings) == database.head_revision()
+    database.upgrade(empty_db_settings)  # at head: nothing to do, still at head
+    assert database.current_revision(empty_db_settings) == database.head_revision()
 
 
 def test_a_database_at_head_is_not_migrated_and_alembic_is_not_imported(tmp_path):

@@ -66,12 +66,12 @@ _FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "nld": frozenset("de het een en van in is werd met op voor niet zijn bij dat die te "
                      "aan er ook naar".split()),
 }
-_WORD = re.compile(r"[^\W\d_]+")
 #: Words of the other languages' lists that English labels and addresses use too ("Invoice No",
-#: "yahoo.com", "as per", "Tel No"): they never count for a language other than English. Found on
-#: the development receipts, where "No" five times made an English receipt Portuguese and paid a
-#: second tesseract run on 3 of 79.
+#: "yahoo.com", "as per", "Tel No") count for English only. Found on the development receipts, where
+#: "No" five times made an English receipt Portuguese and paid a second tesseract run on 3 of 79.
 _ENGLISH_TOO = frozenset("no as do com per am die son con in is an on at so te den mas sun".split())
+_FUNCTION_WORDS = {code: words if code == "eng" else words - _ENGLISH_TOO for code, words in _FUNCTION_WORDS.items()}
+_WORD = re.compile(r"[^\W\d_]+")
 _MIN_HITS = 6  # function words needed before a page's language is trusted
 _MARGIN = 1.5  # the winner needs this many times the first-pass language's hits
 
@@ -108,8 +108,7 @@ def latin_guess(text: str, used: str, settings: Settings) -> str | None:
     if used not in candidates or len(candidates) < 2:  # a CJK page stays CJK
         return None
     words = [w.lower() for w in _WORD.findall(text) if len(w) >= 2]  # OCR noise is single letters
-    hits = {code: sum(w in _FUNCTION_WORDS[code] and (code == "eng" or w not in _ENGLISH_TOO) for w in words)
-            for code in candidates}
+    hits = {code: sum(w in _FUNCTION_WORDS[code] for w in words) for code in candidates}
     best = max(candidates, key=lambda code: hits[code])
     if best == used or hits[best] < _MIN_HITS or hits[best] < _MARGIN * hits.get(used, 0):
         return None
