@@ -129,6 +129,29 @@ def test_black_and_white_page_goes_to_tesseract_as_one_bit(monkeypatch, tmp_path
     assert len(page.recognition.words) >= 10
 
 
+def test_black_and_white_page_skips_the_photo_checks(monkeypatch):
+    """A 1-bit page comes from a scanner or fax: no curvature, page edge or lighting to measure
+    (~0.3 s of a 300 dpi page); a grey page of the same content is still measured."""
+    from jobs.extract import preprocess as pre
+
+    measured: list[str] = []
+    for name in ("dewarp_if_curved", "correct_perspective", "normalise_illumination"):
+        real = getattr(pre, name)
+
+        def counting(gray, *args, _real=real, _name=name, **kwargs):
+            measured.append(_name)
+            return _real(gray, *args, **kwargs)
+
+        monkeypatch.setattr(pre, name, counting)
+    gray = _scan()
+    bw = np.where(gray < 128, 0, 255).astype(np.uint8)
+    prepared = pre.preprocess(bw, 300, photo_check=True)
+    assert prepared.bilevel and not prepared.dewarped and not prepared.perspective
+    assert measured == []
+    pre.preprocess(gray, 300, photo_check=True)
+    assert measured == ["dewarp_if_curved", "correct_perspective", "normalise_illumination"]
+
+
 def test_unclear_axis_needs_a_middling_reading_and_vertical_lines_always_go_to_osd():
     from jobs.extract.preprocess import Turn
 
