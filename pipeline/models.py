@@ -180,9 +180,10 @@ class Notice(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # publish lease
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # NOTICE_STATES
+    # The server defaults are migration 0002's (rows that existed before the column).
+    state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")  # NOTICE_STATES
     publisher: Mapped[str | None] = mapped_column(String(96))  # host:pid:token of the publishing process
-    publish_tries: Mapped[int] = mapped_column(Integer, default=0)
+    publish_tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     unknown_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first unknown outcome
     last_error: Mapped[str | None] = mapped_column(String(96))  # an error class or code, never PHI
 

@@ -72,3 +72,78 @@ def test_a_database_at_head_is_not_migrated_and_alembic_is_not_imported(tmp_path
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _schema(settings: Settings) -> dict:
+    """The database's schema as reflected: what a query, an index or a constraint can see."""
+    engine = database.get_engine(settings)
+    insp = inspect(engine)
+    out = {}
+    for table in sorted(insp.get_table_names()):
+        cols = {c["name"]: (str(c["type"].compile(dialect=engine.dialect)), c["nullable"],
+                            str(c.get("default")).strip("'()") if c.get("default") is not None else None)
+                for c in insp.get_columns(table)}
+        out[table] = {
+            "columns": cols,
+            "pk": sorted(insp.get_pk_constraint(table)["constrained_columns"]),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)),
+            "unique": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
+            "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]),
+                           (f.get("options") or {}).get("ondelete")) for f in insp.get_foreign_keys(table)),
+        }
+    return out
+
+
+def _drop_everything(settings: Settings) -> None:
+    from sqlalchemy import text
+
+    from pipeline.models import Base
+
+    engine = database.get_engine(settings)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE alembic_version"))
+    assert inspect(engine).get_table_names() == []
+
+
+def test_a_new_database_is_created_from_the_models_with_the_migrations_schema(empty_db_settings):
+    """The fast path for a new database (create_all + stamp, no alembic) gives exactly the schema
+    the migrations build, on each real database; and alembic then finds it at head."""
+    assert database.create_at_head(empty_db_settings)
+    assert database.at_head(empty_db_settings)
+    assert database.current_revision(empty_db_settings) == database.head_revision()
+    fast = _schema(empty_db_settings)
+    assert {"documents", "jobs", "notices", "alembic_version"} <= set(fast)
+    _drop_everything(empty_db_settings)
+    from alembic import command
+
+    cfg = database.alembic_config(empty_db_settings)
+    with database.get_engine(empty_db_settings).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    migrated = _schema(empty_db_settings)
+    assert fast == migrated
+    # A database holding anything is never touched by the fast path.
+    assert not database.create_at_head(empty_db_settings)
+
+
+def test_the_fast_path_leaves_a_database_with_tables_to_alembic(empty_db_settings):
+    from sqlalchemy import text
+
+    with database.get_engine(empty_db_settings).begin() as conn:
+        conn.execute(text("CREATE TABLE unrelated (id INTEGER PRIMARY KEY)"))
+    assert not database.create_at_head(empty_db_settings)
+    database.upgrade(empty_db_settings)  # alembic builds the schema beside the foreign table
+    assert database.current_revision(empty_db_settings) == database.head_revision()
+
+
+def test_a_new_database_is_created_without_importing_alembic(tmp_path):
+    probe = (
+        "import sys\n"
+        "from pipeline import database\n"
+        "from pipeline.settings import Settings\n"
+        f"database.upgrade(Settings.load(data_dir={str(tmp_path / 'data')!r}))\n"
+        "print('alembic' in sys.modules, database.current_revision.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "False"
