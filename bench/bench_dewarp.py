@@ -197,8 +197,9 @@ def run(curved_dir: Path, corpus: Path, verbose: bool) -> dict:
         ocr_cpu = cpu() - c0
         with hook() as calls:
             hooked = ocr_image(image, settings, dpi=None, want_pdf=False).recognition.text
-        result = calls[0][0]
-        entry = {"page": Path(rel).name, "curvature": max(c[0].curvature for c in calls),
+        # No call at all: the page is 1-bit or evenly lit paper, which preprocess never measures.
+        entry = {"page": Path(rel).name, "measured": bool(calls),
+                 "curvature": max((c[0].curvature for c in calls), default=0.0),
                  "applied": any(c[0].applied for c in calls), "same_text": hooked == plain,
                  "gate_cpu": sum(c[1] for c in calls), "ocr_image_cpu": ocr_cpu}
         flat.append(entry)
@@ -235,6 +236,7 @@ def run(curved_dir: Path, corpus: Path, verbose: bool) -> dict:
     if flat:
         summary["flat_pages"] = len(flat)
         summary["flat_flattened"] = sum(1 for f in flat if f["applied"])
+        summary["flat_measured"] = sum(1 for f in flat if f["measured"])
         summary["flat_same_text"] = sum(1 for f in flat if f["same_text"])
         summary["flat_gate_cpu_share"] = sum(f["gate_cpu"] for f in flat) / sum(f["ocr_image_cpu"] for f in flat)
         summary["flat_max_curvature"] = max(f["curvature"] for f in flat)

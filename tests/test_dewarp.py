@@ -127,3 +127,17 @@ def test_the_gate_is_a_threshold_on_the_measure():
     measured = dewarp_if_curved(warped).curvature
     assert dewarp_if_curved(warped, gate=measured + 0.01).gray is warped
     assert dewarp_if_curved(warped, gate=measured - 0.01).applied
+
+
+def test_the_pipeline_flattens_a_shaded_curved_photo_and_skips_an_evenly_lit_page():
+    """In ``preprocess`` the curvature is measured only where the paper is not evenly lit: a real
+    photo of a bent page is shaded over the bend (the photos of bench/data/curved: background
+    81-96 of 255), a scan or a rendering is white everywhere and never curved."""
+    from jobs.extract.preprocess import preprocess
+
+    warped = cylinder_warp(_scan(), theta_max=1.0, depth=0.35)
+    h, w = warped.shape
+    x = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
+    shaded = (warped.astype(np.float32) * (1.0 - 0.35 * x * x)).astype(np.uint8)  # light falls off over the bend
+    assert preprocess(shaded, 300, photo_check=True).dewarped
+    assert not preprocess(_scan(), 300, photo_check=True).dewarped

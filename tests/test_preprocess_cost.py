@@ -129,9 +129,10 @@ def test_black_and_white_page_goes_to_tesseract_as_one_bit(monkeypatch, tmp_path
     assert len(page.recognition.words) >= 10
 
 
-def test_black_and_white_page_skips_the_photo_checks(monkeypatch):
+def test_scans_skip_the_photo_checks_and_shaded_pages_do_not(monkeypatch):
     """A 1-bit page comes from a scanner or fax: no curvature, page edge or lighting to measure
-    (~0.3 s of a 300 dpi page); a grey page of the same content is still measured."""
+    (~0.3 s of a 300 dpi page); an evenly lit grey page skips the curvature and page-edge checks;
+    a shaded one (a photo) gets all of them."""
     from jobs.extract import preprocess as pre
 
     measured: list[str] = []
@@ -148,7 +149,13 @@ def test_black_and_white_page_skips_the_photo_checks(monkeypatch):
     prepared = pre.preprocess(bw, 300, photo_check=True)
     assert prepared.bilevel and not prepared.dewarped and not prepared.perspective
     assert measured == []
+    # An evenly lit grey scan: no shadow over a bend, no desk around it, so no curvature or page
+    # edge to look for either; the same page in a shadow is measured.
     pre.preprocess(gray, 300, photo_check=True)
+    assert measured == ["normalise_illumination"]
+    measured.clear()
+    ramp = np.linspace(0.55, 1.0, gray.shape[1], dtype=np.float32)[None, :]
+    pre.preprocess((gray.astype(np.float32) * ramp).astype(np.uint8), 300, photo_check=True)
     assert measured == ["dewarp_if_curved", "correct_perspective", "normalise_illumination"]
 
 

@@ -150,28 +150,44 @@ def correct_perspective(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     return warped, True
 
 
-def normalise_illumination(gray: np.ndarray) -> np.ndarray:
-    """Flatten shadows and uneven lighting: divide by the paper's own brightness.
+def paper_background(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """The paper's own brightness on a reduced copy (and the copy's scale), floored.
 
-    The background is estimated by a grey-level closing (max filter) with a kernel much wider
-    than any stroke, computed on a reduced copy for speed, then smoothed back to full size.
-    On an evenly lit white scan the background is ~255 everywhere, so the page is unchanged.
+    A grey-level closing (max filter) with a kernel much wider than any stroke, smoothed. The
+    floor: a large dark area (a coloured header bar, a black table head) is not paper in shadow;
+    dividing by its own level would turn it and any white text on it into plain white. Kept on
+    the reduced copy, in uint8: the full-size float round trip cost more than the division itself.
     """
     small, f = _downscale(gray, 600)
     k = max(9, int(round(min(small.shape) / 25)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
     bg = cv2.GaussianBlur(bg, (0, 0), k / 2)
-    # Floor: a large dark area (a coloured header bar, a black table head) is not paper in shadow;
-    # dividing by its own level would turn it and any white text on it into plain white.
-    # Applied on the reduced copy, in uint8: the full-size float round trip cost more than the
-    # division itself.
     paper = float(np.percentile(small, 90))
     floor = int(min(255.0, max(1.0, round(paper * _BACKGROUND_FLOOR))))
-    bg = cv2.max(bg, floor)
-    if int(bg.min()) >= _CLEAN_PAPER:
-        # Evenly lit white paper (scans, renderings): dividing would change no grey level by more
-        # than 255 / _CLEAN_PAPER, so the full-size resize and division are skipped.
+    return cv2.max(bg, floor), f
+
+
+def evenly_lit(background: np.ndarray) -> bool:
+    """White paper lit evenly everywhere (scans, renderings): dividing by the background would
+    change no grey level by more than 255 / _CLEAN_PAPER.
+
+    Such a page is also flat and shows no desk around it: a photographed curved page is shaded
+    over its bend and a page photographed on a desk has the desk in its background (measured:
+    the curved photos of bench/data/curved 81-96, clean receipts and scans 245-255), so the
+    dewarp and perspective checks are skipped for it (:func:`preprocess`).
+    """
+    return int(background.min()) >= _CLEAN_PAPER
+
+
+def normalise_illumination(gray: np.ndarray, background: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+    """Flatten shadows and uneven lighting: divide by the paper's own brightness.
+
+    ``background``: :func:`paper_background` of this very array when the caller has it already.
+    On an evenly lit white page nothing is divided and the page itself is returned.
+    """
+    bg, f = background if background is not None else paper_background(gray)
+    if evenly_lit(bg):
         return gray
     if f < 1.0:
         bg = cv2.resize(bg, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -491,15 +507,18 @@ def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
     # A black-and-white page comes from a scanner or a fax, never straight from a camera: it has
     # no page edge in a background, no curvature and no uneven lighting to measure (those checks
     # cost ~0.3 s on a 300 dpi 1-bit page, a tenth of its recognition).
-    if photo_check and not bilevel:
+    background = None if bilevel else paper_background(gray)
+    if photo_check and background is not None and not evenly_lit(background[0]):
         # A photographed curved page (leaflet, booklet): straighten its text lines first; a flat
         # page measures under the gate and comes back as the same array (bench/README-dewarp.md).
         flat = dewarp_if_curved(gray)
         gray, dewarped = flat.gray, flat.applied
         gray, perspective = correct_perspective(gray)
+        if dewarped or perspective:
+            background = paper_background(gray)  # another geometry: measured again
     lit = gray  # as lit: normalisation whitens a coloured bar, which the psm choice must still see
-    if not bilevel:
-        gray = normalise_illumination(gray)
+    if background is not None:
+        gray = normalise_illumination(gray, background)
     stats = measure_text(gray)
     gray = stretch_faint(gray, stats)
     turn = text_turn(stats) if orient else None
