@@ -83,7 +83,7 @@ _SPECIAL_WORDS = frozenset("pregnancy pregnant puerperium puerperal postpartum n
 
 
 class _Term(NamedTuple):
-    """One wording of one code (a NamedTuple: 75,000 of them are made at every index load)."""
+    """One wording of one code (an index read from the cache holds the same fields as plain tuples)."""
 
     code: str
     required: frozenset[str]
@@ -154,15 +154,15 @@ class Index:
                 candidates.update(self.postings[w])
         best: dict[str, float] = {}
         for i in candidates:
-            t = self.terms[i]
-            found = query & (t.required | t.optional)
+            code, required, optional, neutral, other = self.terms[i]  # _Term's fields, in order
+            found = query & (required | optional)
             cover_q = self.weight(found) / q_weight
-            cover_r = self.weight(query & t.required) / (self.weight(t.required) or 1.0)
-            score = cover_q * math.sqrt(cover_r) * (0.9 if t.other else 1.0) + (0.01 if t.neutral else 0.0)
-            if t.code[0] in _SPECIAL_CHAPTERS and not special:
+            cover_r = self.weight(query & required) / (self.weight(required) or 1.0)
+            score = cover_q * math.sqrt(cover_r) * (0.9 if other else 1.0) + (0.01 if neutral else 0.0)
+            if code[0] in _SPECIAL_CHAPTERS and not special:
                 score *= 0.85
-            if score > best.get(t.code, 0.0):
-                best[t.code] = score
+            if score > best.get(code, 0.0):
+                best[code] = score
         ranked = sorted(best.items(), key=lambda kv: (-round(kv[1], 6), kv[0]))  # ties: the lower code
         return [{"Code": c, "Description": self.descriptions[c], "Score": round(min(1.0, s), 4)}
                 for c, s in ranked[:MAX_CONCEPTS] if s >= MIN_SCORE]
@@ -181,7 +181,9 @@ class Index:
                 raise ValueError("other cache format")
             index = cls.__new__(cls)
             index.descriptions, index.postings, index.idf = descriptions, postings, idf
-            index.terms = [_Term._make(t) for t in terms]
+            # Kept as the plain tuples marshal gives (lookup unpacks them in _Term's field order):
+            # making 75,000 NamedTuples cost ~0.1 CPU s of every load.
+            index.terms = terms
         return index
 
 
