@@ -458,3 +458,24 @@ def test_tests_and_procedures_carry_when_they_happen():
     assert "FUTURE" in traits(find(result, "Colonoscopy"))
     assert traits(find(result, "appendectomy")) == {"PAST_HISTORY"}
     assert traits(find(result, "CT scan")) == {"NEGATION"}
+
+
+def test_taken_spans_answer_as_a_full_scan_does():
+    """enrich._Spans.free looks only near the asked range; it must answer as checking every
+    taken range would, overlapping and nested ranges included."""
+    import random
+
+    from jobs.entities.enrich import _Spans
+
+    rng = random.Random(7)
+    for _ in range(200):
+        spans, taken = _Spans(), []
+        for _ in range(rng.randint(0, 40)):
+            b = rng.randint(0, 500)
+            e = b + rng.choice([1, 2, 5, 30, 120])
+            spans.add(b, e)
+            taken.append((b, e))
+        for _ in range(30):
+            b = rng.randint(0, 520)
+            e = b + rng.randint(1, 60)
+            assert spans.free(b, e) == (not any(ob < e and oe > b for ob, oe in taken))

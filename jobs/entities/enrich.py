@@ -31,17 +31,27 @@ _LAB_UNIT = re.compile(r"/\s?(?:dL|dl|L|l)$|%|mmol|mEq|IU|/[u\u00b5]L|mL/min", r
 
 
 class _Spans:
-    """Sorted, non-overlapping character ranges already taken by entities or attributes."""
+    """Sorted character ranges already taken by entities or attributes.
+
+    ``free`` looks only at the ranges that can reach ``b``: those starting less than the longest
+    range's length before it. Scanning every range that starts before ``e`` made enrichment
+    quadratic in the entities of a document (40 % of the entities stage on long born-digital
+    documents, 2026-11-28).
+    """
 
     def __init__(self) -> None:
         self.items: list[tuple[int, int]] = []
+        self.longest = 0
 
     def add(self, b: int, e: int) -> None:
         bisect.insort(self.items, (b, e))
+        self.longest = max(self.longest, e - b)
 
     def free(self, b: int, e: int) -> bool:
         k = bisect.bisect_left(self.items, (e, e))  # ranges starting before e
-        return not any(oe > b for _, oe in self.items[:k])
+        # A range ending after b starts after b - longest (its length is at most longest).
+        j = bisect.bisect_left(self.items, (b - self.longest, b - self.longest))
+        return not any(oe > b for _, oe in self.items[j:k])
 
 
 def _attribute(text: str, f: Found, category: str, relationship: str | None = None) -> dict:

@@ -17,6 +17,7 @@ from jobs.entities.model.tokenize import Token
 _REPEAT = re.compile(r"(.)\1+")
 
 
+@lru_cache(maxsize=200_000)
 def shape(word: str) -> str:
     """Letter case and digit classes, runs collapsed: "Naloxone" -> "Xx", "5-HT" -> "d-X"."""
     s = "".join("X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word)
