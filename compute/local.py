@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from compute.warm import WarmProcess, python_module_command
+from compute.warm import WarmProcess, prestart, python_module_command
 from pipeline.batch_events import DEPENDENCY_REASON, TERMINAL, TIMEOUT_REASON, job_state_change_event
 from pipeline.compute_api import JobSubmission
-from pipeline.jobdefs import evaluate_on_exit
+from pipeline.jobdefs import JobDefinition, evaluate_on_exit
 from pipeline.settings import Settings
 
 log = logging.getLogger("medintake.compute.local")
@@ -79,6 +79,42 @@ class _Job:
     @property
     def timeout(self) -> int | float | None:
         return self.sub.timeout_seconds or self.sub.definition.timeout_seconds
+
+
+def definition_environment(definition: JobDefinition, settings: Settings) -> dict[str, str]:
+    """An attempt's environment before its per-attempt values: ours, the definition's, the settings'."""
+    env = dict(os.environ)
+    for item in definition.raw.get("containerProperties", {}).get("environment", []):
+        env[item["name"]] = item["value"]
+    env.update(settings.to_env())
+    return env
+
+
+def prestart_warm_server(settings: Settings) -> bool:
+    """Fork the warm server from this process now, for the job definition the first attempt runs.
+
+    Called by the local runtime before it takes its lock or opens the database (what the server
+    must not inherit); see compute/warm_fork.py. The first attempt is the array shape's
+    ``process`` job or the per-document shape's ``extract``; either way the server only preloads,
+    and any attempt can be forked from it. False (the server then starts at the first attempt, as
+    before) when attempts are started with exec or the definition is not ``python -m``.
+    """
+    if settings.worker_start != "fork":
+        return False
+    from pipeline.batching import PROCESS_KIND
+    from pipeline.jobdefs import load_job_definitions
+
+    definitions = load_job_definitions(settings.job_definitions_dir)
+    definition = definitions.get(PROCESS_KIND if settings.job_shape == "array" else "extract")
+    if definition is None:
+        return False
+    command = list(definition.command)
+    if command and command[0] in ("python", "python3"):
+        command[0] = sys.executable
+    warm = python_module_command(command)
+    if warm is None:
+        return False
+    return prestart(warm[0], definition_environment(definition, settings))
 
 
 class LocalComputeEnvironment:
@@ -313,10 +349,7 @@ class LocalComputeEnvironment:
         cmd = job.sub.definition.resolve_command(job.sub.parameters)
         if cmd and cmd[0] in ("python", "python3"):
             cmd[0] = sys.executable
-        env = dict(os.environ)
-        for item in job.sub.definition.raw.get("containerProperties", {}).get("environment", []):
-            env[item["name"]] = item["value"]
-        env.update(self.settings.to_env())
+        env = definition_environment(job.sub.definition, self.settings)
         env.update(
             AWS_BATCH_JOB_ID=job.job_id,
             AWS_BATCH_JOB_ATTEMPT=str(attempt_no),

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compute.local import LocalComputeEnvironment
+from compute.local import LocalComputeEnvironment, prestart_warm_server
 from pipeline import database, repository
 from pipeline.dispatcher import Dispatcher
 from pipeline.errors import TransientError
@@ -67,6 +67,9 @@ class LocalRuntime:
 
     def __init__(self, settings: Settings, listeners=None) -> None:
         self.settings = settings
+        # First of all: the warm server forked from this process must not inherit the lock or a
+        # database connection (compute/warm_fork.py).
+        prestart_warm_server(settings)
         self._lock = _lock_data_dir(settings)
         database.upgrade(settings)
         self.store = open_store(settings)

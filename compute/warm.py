@@ -55,12 +55,33 @@ def preload_modules(module: str, env: dict[str, str]) -> list[str]:
     return [*PRELOAD_LIBRARIES, _main_module(module), *extra, FREEZE_MODULE]
 
 
-def _forkserver(module: str, env: dict[str, str]) -> Any:
+def prestart(module: str, env: dict[str, str]) -> bool:
+    """Start the server now, as a fork of this process (compute/warm_fork.py) when that is safe.
+
+    For the local runtime to call before it takes its lock or opens the database, with the
+    module and environment its first attempt will have: the server then skips the imports this
+    process has already made. True when the server was forked from here.
+    """
+    if _context is not None:
+        return False
+    _forkserver(module, env, from_here=True)
+    return _forked_here
+
+
+_forked_here = False
+
+
+def _forkserver(module: str, env: dict[str, str], from_here: bool = False) -> Any:
     """The forkserver context, started now with the first attempt's module, preload list and settings."""
-    global _context, _unsafe
+    global _context, _unsafe, _forked_here
     if _context is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(preload_modules(module, env))
+        preload = preload_modules(module, env)
+        ctx.set_forkserver_preload(preload)
+        if from_here:
+            from compute.warm_fork import start_from_here
+
+            _forked_here = start_from_here(preload, _server_env(env))
         try:
             with _server_environment(env):
                 probe = ctx.Process(target=os._exit, args=(0,))  # starts the server; the preload runs now
@@ -75,6 +96,11 @@ def _forkserver(module: str, env: dict[str, str]) -> Any:
             _unsafe = True
         _context = ctx
     return _context
+
+
+def _server_env(env: dict[str, str]) -> dict[str, str]:
+    """The server's environment: this process's with the attempt's on top, minus per-attempt values."""
+    return {**os.environ, **{k: v for k, v in env.items() if k not in _ATTEMPT_ONLY}}
 
 
 @contextlib.contextmanager

@@ -132,6 +132,27 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_recycle=300, hide_parameters=True)
 
 
+# Engines a forked child found in its parent: kept referenced, never used (see _forget_engines).
+_INHERITED: list[dict[str, Engine]] = []
+
+
+def _forget_engines() -> None:
+    """In a forked child: start with no engine, so nothing talks over the parent's connections.
+
+    A pooled connection copied by fork() is the parent's socket or SQLite handle; a child that
+    used it (or closed it on garbage collection) would interleave with the parent's traffic. The
+    warm server is a fork of the local command (compute/warm_fork.py) and forks every worker, so
+    each child drops the inherited engines from its cache and keeps them referenced so that no
+    finalizer ever touches their connections; the child opens its own on first use.
+    """
+    if _ENGINES:
+        _INHERITED.append(dict(_ENGINES))
+        _ENGINES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines)
+
+
 def dispose_engines() -> None:
     for engine in _ENGINES.values():
         engine.dispose()

@@ -147,3 +147,36 @@ def test_a_new_database_is_created_without_importing_alembic(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "False"
+
+
+def test_a_forked_child_never_uses_its_parents_connections(empty_db_settings):
+    """A fork (the warm server, its workers) starts with no engine: its queries go over its own
+    connections, and the parent's pooled connection still works afterwards."""
+    import os
+
+    from sqlalchemy import text
+
+    database.upgrade(empty_db_settings)
+    engine = database.get_engine(empty_db_settings)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # a pooled connection now exists in this process
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            child_engine = database.get_engine(empty_db_settings)
+            with child_engine.begin() as conn:
+                n = conn.execute(text("SELECT COUNT(*) FROM documents")).scalar()
+            code = 0 if child_engine is not engine and n == 0 else 2
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(0)
+    os.close(w)
+    result = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert result == b"\x00"
+    assert database.get_engine(empty_db_settings) is engine
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1

@@ -26,13 +26,20 @@ _DRIVER = r"""
 import json, sys
 from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
-from compute.warm import WarmProcess
+from compute.warm import WarmProcess, prestart
 env, n, out = json.loads(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+forked = None
+if env.get("PROBE_PRESTART"):  # as the local runtime does: the server forked from here, first
+    import probe_parent  # something this process imported that the server must not import again
+    if env.get("PROBE_THREAD"):
+        import threading, time
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    forked = prestart("probe_job", env)
 codes = []
 for i in range(n):
     p = WarmProcess("probe_job", [str(i)], env, out / f"attempt-{i}.log", str(out))
     codes.append(p.wait())
-print(json.dumps({"codes": codes, "pid": __import__("os").getpid()}))
+print(json.dumps({"codes": codes, "pid": __import__("os").getpid(), "forked": forked}))
 """
 
 # The attempt: records what it found loaded when it started, then (optionally) runs the module's work.
@@ -41,9 +48,12 @@ import gc, json, os, sys, threading
 
 
 def main():
+    with open(f"/proc/{os.getppid()}/stat") as fh:
+        server_parent = int(fh.read().rsplit(")", 1)[1].split()[1])
     record = {"pid": os.getpid(), "ppid": os.getppid(), "attempt": sys.argv[1],
               "preloaded": "probe_preload" in sys.modules, "frozen": gc.get_freeze_count(),
-              "threads": threading.active_count()}
+              "threads": threading.active_count(), "parent_module": "probe_parent" in sys.modules,
+              "server_parent": server_parent, "sigint": str(__import__("signal").getsignal(2))}
     if os.environ.get("PROBE_ENTITIES"):
         from jobs.entities import icd10, local
         from jobs.entities.model import predict
@@ -63,10 +73,12 @@ if __name__ == "__main__":  # the server's preload imports this module, as it do
 """
 
 
-def run_attempts(tmp_path: Path, preload_source: str | None, env: dict[str, str], n: int = 3) -> list[dict]:
+def run_attempts(tmp_path: Path, preload_source: str | None, env: dict[str, str], n: int = 3,
+                 answer_out: dict | None = None) -> list[dict]:
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "probe_job.py").write_text(_JOB)
+    (mods / "probe_parent.py").write_text("")
     if preload_source is not None:
         (mods / "probe_preload.py").write_text(textwrap.dedent(preload_source))
     log = tmp_path / "records.jsonl"
@@ -80,6 +92,8 @@ def run_attempts(tmp_path: Path, preload_source: str | None, env: dict[str, str]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     for r in records:
         r["exec"] = r.get("ppid") == answer["pid"]  # started by the driver itself: a new interpreter
+    if answer_out is not None:
+        answer_out.update(answer)
     return records
 
 
@@ -145,3 +159,44 @@ def test_preload_modules(env: dict[str, str], expected: list[str]) -> None:
     from compute.warm import preload_modules
 
     assert preload_modules("probe_job", env) == expected
+
+
+def test_server_forked_from_the_command_keeps_its_imports_and_serves_every_attempt(tmp_path: Path) -> None:
+    """compute/warm_fork.py: the server is a fork of the command (its imports come along: not
+    imported again), loads the definition's list once, and its workers start as a new
+    interpreter's would (environment of the attempt, default signal handlers)."""
+    answer: dict = {}
+    records = run_attempts(tmp_path, COUNTING_PRELOAD, {"MEDINTAKE_WARM_PRELOAD": "probe_preload",
+                                                       "PROBE_PRESTART": "1"}, answer_out=answer)
+    assert answer["forked"] is True
+    loads = [r for r in records if "load" in r]
+    attempts = [r for r in records if "attempt" in r]
+    assert len(loads) == 1 and len(attempts) == 3
+    for a in attempts:
+        assert a["ppid"] == int(loads[0]["load"]) and not a["exec"]  # forked from the server ...
+        assert a["server_parent"] == answer["pid"]  # ... which is a fork of the command itself
+        assert a["parent_module"]  # what the command had imported is there, not imported again
+        assert a["preloaded"] and a["frozen"] > 0 and a["threads"] == 1
+        assert "default_int_handler" in a["sigint"]
+
+
+def test_a_command_with_a_thread_starts_the_server_the_usual_way(tmp_path: Path) -> None:
+    answer: dict = {}
+    records = run_attempts(tmp_path, COUNTING_PRELOAD, {"MEDINTAKE_WARM_PRELOAD": "probe_preload",
+                                                       "PROBE_PRESTART": "1", "PROBE_THREAD": "1"},
+                           n=2, answer_out=answer)
+    assert answer["forked"] is False  # never fork a process that has threads
+    attempts = [r for r in records if "attempt" in r]
+    assert len(attempts) == 2
+    for a in attempts:
+        assert a["preloaded"] and not a["exec"]  # still warm: the server was started by exec
+        assert not a["parent_module"]  # a new interpreter: nothing of the command's
+
+
+def test_a_forked_server_whose_preload_raises_leaves_the_jobs_to_new_interpreters(tmp_path: Path) -> None:
+    answer: dict = {}
+    records = run_attempts(tmp_path, "raise RuntimeError('boom')\n",
+                           {"MEDINTAKE_WARM_PRELOAD": "probe_preload", "PROBE_PRESTART": "1"}, n=2,
+                           answer_out=answer)
+    assert [r["attempt"] for r in records] == ["0", "1"]
+    assert all(r["exec"] for r in records)
