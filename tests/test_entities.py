@@ -479,3 +479,16 @@ def test_taken_spans_answer_as_a_full_scan_does():
             b = rng.randint(0, 520)
             e = b + rng.randint(1, 60)
             assert spans.free(b, e) == (not any(ob < e and oe > b for ob, oe in taken))
+
+
+def test_icd10_rankings_are_reused_as_copies():
+    """A condition named again is ranked once (icd10.Index memo); what a caller does with the
+    concepts it got never changes what the next caller gets."""
+    from jobs.entities import icd10
+
+    index = icd10.default_index(Settings().effective_cache_dir)
+    first = index.lookup("type 2 diabetes")
+    assert first and first[0]["Code"].startswith("E11")
+    first[0]["Code"] = "changed"
+    again = index.lookup("Type 2 Diabetes")  # same words: served from the memo
+    assert again[0]["Code"].startswith("E11") and again == index.lookup("type 2 diabetes")

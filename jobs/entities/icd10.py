@@ -134,6 +134,8 @@ class Index:
         self.postings = dict(postings)
         n = len(self.terms)
         self.idf = {w: math.log(1 + n / len(p)) for w, p in self.postings.items()}
+        self._memo: dict[frozenset[str], list[dict]] = {}
+        self._required_weight: dict[int, float] = {}  # a term's weight, computed when first needed
 
     def weight(self, words: set[str] | frozenset[str]) -> float:
         return sum(self.idf.get(w, 0.0) for w in words)
@@ -143,21 +145,37 @@ class Index:
         text = _EXPAND.get(mention.lower().strip(), mention)
         text = _EXPAND.get(text.lower(), text)  # "dvt" -> "deep vein thrombosis" -> the code's wording
         query = {w for w in _tokens(text) if w not in _STOP and w not in _NEUTRAL}
+        # The ranking depends on the query's words alone, and a document names its conditions
+        # again and again: each set of words is ranked once per process.
+        key = frozenset(query)
+        ranked = self._memo.get(key)
+        if ranked is None:
+            if len(self._memo) >= 20_000:  # a bound for long-lived workers
+                self._memo.clear()
+            ranked = self._memo[key] = self._rank(query)
+        return [dict(c) for c in ranked]
+
+    def _rank(self, query: set[str]) -> list[dict]:
         known = {w for w in query if w in self.postings}
         if not known:
             return []
-        q_weight = self.weight(query)
+        q_idf = {w: self.idf.get(w, 0.0) for w in query}
+        q_weight = sum(q_idf.values())
         special = bool(query & _SPECIAL_WORDS)
         candidates: set[int] = set()
         for w in sorted(known, key=lambda w: len(self.postings[w])):
             if len(self.postings[w]) <= 4000 or not candidates:
                 candidates.update(self.postings[w])
         best: dict[str, float] = {}
+        weigh = q_idf.__getitem__  # every word weighed below is a query word
         for i in candidates:
             code, required, optional, neutral, other = self.terms[i]  # _Term's fields, in order
             found = query & (required | optional)
-            cover_q = self.weight(found) / q_weight
-            cover_r = self.weight(query & required) / (self.weight(required) or 1.0)
+            cover_q = sum(map(weigh, found)) / q_weight
+            r_weight = self._required_weight.get(i)
+            if r_weight is None:
+                r_weight = self._required_weight[i] = self.weight(required)
+            cover_r = sum(map(weigh, query & required)) / (r_weight or 1.0)
             score = cover_q * math.sqrt(cover_r) * (0.9 if other else 1.0) + (0.01 if neutral else 0.0)
             if code[0] in _SPECIAL_CHAPTERS and not special:
                 score *= 0.85
@@ -181,6 +199,7 @@ class Index:
                 raise ValueError("other cache format")
             index = cls.__new__(cls)
             index.descriptions, index.postings, index.idf = descriptions, postings, idf
+            index._memo, index._required_weight = {}, {}
             # Kept as the plain tuples marshal gives (lookup unpacks them in _Term's field order):
             # making 75,000 NamedTuples cost ~0.1 CPU s of every load.
             index.terms = terms
