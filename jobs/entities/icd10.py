@@ -181,7 +181,11 @@ class Index:
                 score *= 0.85
             if score > best.get(code, 0.0):
                 best[code] = score
-        ranked = sorted(best.items(), key=lambda kv: (-round(kv[1], 6), kv[0]))  # ties: the lower code
+        # Only codes that can be returned are ranked: those below MIN_SCORE (less a rounding
+        # margin, so that ties at the boundary order as before) never are, and sorting the
+        # thousands of candidates of a common word was half of a lookup.
+        pool = [kv for kv in best.items() if kv[1] >= MIN_SCORE - 1e-6]
+        ranked = sorted(pool, key=lambda kv: (-round(kv[1], 6), kv[0]))  # ties: the lower code
         return [{"Code": c, "Description": self.descriptions[c], "Score": round(min(1.0, s), 4)}
                 for c, s in ranked[:MAX_CONCEPTS] if s >= MIN_SCORE]
 
