@@ -12,9 +12,10 @@ cheapest form pytesseract accepts: given an array or a Pillow image it would enc
 as long as a fifth of the recognition on a 300 dpi page) and Tesseract would decode it again.
 
 A page needs words with boxes (TSV) *and* the invisible-text PDF layer, from one recognition: a
-second run would double the OCR time. pytesseract's ``image_to_data`` and ``image_to_pdf_or_hocr``
-each read back one output and delete the rest, so :func:`recognise` calls the function they are
-built on, ``run_tesseract``, with both renderers and reads both files from our scratch folder.
+second run would double the OCR time. :func:`recognise` calls ``run_tesseract`` (what pytesseract's
+``image_to_data`` is built on) for the TSV only, and builds the text layer from its words
+(:mod:`jobs.extract.textlayer`); tesseract's own PDF renderer (4-12 % of its CPU) is asked for
+only when the glyphless font it needs is not installed.
 Orientation uses ``image_to_osd`` and the version ``get_tesseract_version``.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import pytesseract
 from pytesseract import pytesseract as _engine
 
+from jobs.extract import textlayer
 from pipeline.errors import ConfigError, ToolFailed, ToolMissing
 from pipeline.settings import Settings
 
@@ -237,7 +239,8 @@ def _assemble(order: list[tuple[int, int, int]], grouped: dict[tuple[int, int, i
 
 def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool, workdir: Path,
               languages: str | None = None, psm: int = 3, bilevel: bool = False) -> Recognition:
-    """One tesseract run on a grayscale array: TSV (and a text-only PDF) in the same pass.
+    """One tesseract run on a grayscale array: TSV, and with ``want_pdf`` a text-only PDF built
+    from its words (:mod:`jobs.extract.textlayer`).
 
     ``languages`` is the ``-l`` value chosen for the page (:mod:`jobs.extract.languages`); None
     reads with the pinned ``ocr_languages``. ``psm`` is tesseract's page segmentation mode:
@@ -257,13 +260,19 @@ def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool,
         # so there is no white-on-dark text to find: skip tesseract's re-recognition of
         # low-confidence words inverted (measured in bench/README-ocr.md).
         config += ["-c", "tessedit_do_invert=0"]
-    if want_pdf:
+    # Our own text layer (jobs.extract.textlayer) from the TSV words replaces tesseract's PDF
+    # renderer (4-12 % of its CPU per page); the renderer stays only as the fallback when the
+    # glyphless font is not installed.
+    renderer = want_pdf and textlayer.glyphless_font() is None
+    if renderer:
         config += ["-c", "textonly_pdf=1"]
     call(_engine.run_tesseract, settings, input_filename=image, output_filename_base=str(base),
-         extension="pdf" if want_pdf else "", lang=langs, config=" ".join(config), timeout=settings.ocr_timeout)
+         extension="pdf" if renderer else "", lang=langs, config=" ".join(config), timeout=settings.ocr_timeout)
     result = parse_tsv(read_text_file(workdir / "out.tsv"), MIN_WORD_CONFIDENCE)
-    if want_pdf:
+    if renderer:
         result.pdf = (workdir / "out.pdf").read_bytes()
+    elif want_pdf:
+        result.pdf = textlayer.build_text_layer(result.words, result.lines, gray.shape[1], gray.shape[0], dpi)
     result.languages = langs
     return result
 
