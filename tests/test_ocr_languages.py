@@ -7,9 +7,6 @@ test shows that the right traineddata was used and not only that some text came 
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -17,21 +14,13 @@ from PIL import Image
 from jobs.extract import languages as lang
 from jobs.extract import tesseract
 from jobs.extract.ocr import ocr_image
+from conftest import load_bench_module
 from pipeline.settings import Settings
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-lang_pages = _load("lang_pages")
-lang_texts = _load("lang_texts")
+lang_pages = load_bench_module("lang_pages")
+lang_texts = load_bench_module("lang_texts")
 
 def _cer(reference: str, hypothesis: str, no_spaces: bool) -> float:
     import numpy as np

@@ -2,9 +2,7 @@
 checked with pdfplumber and pypdfium2 the way a reader of searchable.pdf would see it."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +16,12 @@ from jobs.extract import pdf as pdfmod
 from jobs.extract.ocr import ocr_image
 from jobs.extract.text import extract_text
 from jobs.identify import identify
+from conftest import load_bench_module
 from pipeline.settings import Settings
 
 FILES = Path(__file__).resolve().parent / "files"
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 pytestmark = pytest.mark.skipif(textlayer.glyphless_font() is None, reason="tesseract's pdf.ttf is not installed")
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, mod)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +75,7 @@ def test_layer_is_invisible(labs):
 
 
 def test_cjk_text_survives(tmp_path):
-    lang_pages, lang_texts = _load("lang_pages"), _load("lang_texts")
+    lang_pages, lang_texts = load_bench_module("lang_pages"), load_bench_module("lang_texts")
     text = lang_texts.TEXTS["chi_sim"]
     image, _ = lang_pages.render_page("chi_sim", "。".join(text.split("。")[:2]) + "。", seed=3, width_px=1800)
     page = ocr_image(image, Settings(), dpi=300, want_pdf=True)
