@@ -7,7 +7,6 @@ test shows that the right traineddata was used and not only that some text came 
 """
 from __future__ import annotations
 
-
 import pytest
 from PIL import Image
 
