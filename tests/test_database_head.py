@@ -60,9 +60,8 @@ def test_an_older_database_is_upgraded_by_alembic(empty_db_settings):
     assert database.current_revision(empty_db_settings) == database.head_revision()
 
 
-def test_a_database_at_head_is_not_migrated_and_alembic_is_not_imported(tmp_path):
-    data = tmp_path / "data"
-    database.upgrade(Settings.load(data_dir=data))
+def _upgrade_imports_alembic(data: Path) -> bool:
+    """Whether ``database.upgrade`` on this data folder imports alembic, in a fresh interpreter."""
     probe = (
         "import sys\n"
         "from pipeline import database\n"
@@ -71,7 +70,13 @@ def test_a_database_at_head_is_not_migrated_and_alembic_is_not_imported(tmp_path
         "print('alembic' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    return out.stdout.strip() == "True"
+
+
+def test_a_database_at_head_is_not_migrated_and_alembic_is_not_imported(tmp_path):
+    data = tmp_path / "data"
+    database.upgrade(Settings.load(data_dir=data))
+    assert not _upgrade_imports_alembic(data)
 
 
 def _schema(settings: Settings) -> dict:
@@ -138,15 +143,9 @@ def test_the_fast_path_leaves_a_database_with_tables_to_alembic(empty_db_setting
 
 
 def test_a_new_database_is_created_without_importing_alembic(tmp_path):
-    probe = (
-        "import sys\n"
-        "from pipeline import database\n"
-        "from pipeline.settings import Settings\n"
-        f"database.upgrade(Settings.load(data_dir={str(tmp_path / 'data')!r}))\n"
-        "print('alembic' in sys.modules, database.current_revision.__name__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.split()[0] == "False"
+    assert not _upgrade_imports_alembic(tmp_path / "data")
+    assert database.at_head(Settings.load(data_dir=tmp_path / "data"))
+
 
 
 def test_a_forked_child_never_uses_its_parents_connections(empty_db_settings):
