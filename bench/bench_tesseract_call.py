@@ -65,7 +65,7 @@ def main() -> int:
     from jobs.extract.preprocess import preprocess, to_gray
     from pipeline.settings import Settings
 
-    settings = Settings()
+    settings = Settings(ocr_languages="eng")  # the calls compared are English-only; "auto" is not a -l value
     prepared = []
     for path in pages(args.corpus, args.sroie):
         with Image.open(path) as img:
