@@ -81,6 +81,14 @@ class _Job:
         return self.sub.timeout_seconds or self.sub.definition.timeout_seconds
 
 
+def local_command(cmd: list[str]) -> list[str]:
+    """A definition's command as run here: its ``python`` is this interpreter (the container's is
+    the image's)."""
+    if cmd and cmd[0] in ("python", "python3"):
+        cmd[0] = sys.executable
+    return cmd
+
+
 def definition_environment(definition: JobDefinition, settings: Settings) -> dict[str, str]:
     """An attempt's environment before its per-attempt values: ours, the definition's, the settings'."""
     env = dict(os.environ)
@@ -108,10 +116,7 @@ def prestart_warm_server(settings: Settings) -> bool:
     definition = definitions.get(PROCESS_KIND if settings.job_shape == "array" else "extract")
     if definition is None:
         return False
-    command = list(definition.command)
-    if command and command[0] in ("python", "python3"):
-        command[0] = sys.executable
-    warm = python_module_command(command)
+    warm = python_module_command(local_command(list(definition.command)))
     if warm is None:
         return False
     return prestart(warm[0], definition_environment(definition, settings))
@@ -346,9 +351,7 @@ class LocalComputeEnvironment:
     def _launch(self, job: _Job) -> None:
         self._set(job, "STARTING")
         attempt_no = len(job.attempts) + 1
-        cmd = job.sub.definition.resolve_command(job.sub.parameters)
-        if cmd and cmd[0] in ("python", "python3"):
-            cmd[0] = sys.executable
+        cmd = local_command(job.sub.definition.resolve_command(job.sub.parameters))
         env = definition_environment(job.sub.definition, self.settings)
         env.update(
             AWS_BATCH_JOB_ID=job.job_id,

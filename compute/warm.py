@@ -55,6 +55,9 @@ def preload_modules(module: str, env: dict[str, str]) -> list[str]:
     return [*PRELOAD_LIBRARIES, _main_module(module), *extra, FREEZE_MODULE]
 
 
+_forked_here = False  # the running server was forked from this process (compute/warm_fork.py)
+
+
 def prestart(module: str, env: dict[str, str]) -> bool:
     """Start the server now, as a fork of this process (compute/warm_fork.py) when that is safe.
 
@@ -66,9 +69,6 @@ def prestart(module: str, env: dict[str, str]) -> bool:
         return False
     _forkserver(module, env, from_here=True)
     return _forked_here
-
-
-_forked_here = False
 
 
 def _forkserver(module: str, env: dict[str, str], from_here: bool = False) -> Any:
@@ -108,7 +108,7 @@ def _server_environment(env: dict[str, str]) -> Iterator[None]:
     """This process's environment, for the moment the server starts, is the attempt's (minus per-attempt values)."""
     saved = dict(os.environ)
     try:
-        os.environ.update({k: v for k, v in env.items() if k not in _ATTEMPT_ONLY})
+        os.environ.update(_server_env(env))
         yield
     finally:
         os.environ.clear()

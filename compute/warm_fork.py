@@ -18,14 +18,11 @@ the signal handlers it found (here: a new interpreter's), and every exit is ``os
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import signal
 import socket
 import sys
 import threading
-
-log = logging.getLogger("medintake.compute.warm")
 
 _EXPECTED_MAIN = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
 

@@ -27,6 +27,7 @@ from pipeline.settings import Settings
 log = logging.getLogger("medintake.database")
 
 _ENGINES: dict[str, Engine] = {}
+_FACTORIES: dict[Engine, sessionmaker[Session]] = {}  # one per engine (session_factory)
 _SECRETS: dict[str, dict] = {}
 
 
@@ -160,9 +161,6 @@ def dispose_engines() -> None:
     _ENGINES.clear()
     _FACTORIES.clear()
     _SECRETS.clear()
-
-
-_FACTORIES: dict[Engine, sessionmaker[Session]] = {}
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:

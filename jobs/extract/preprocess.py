@@ -506,7 +506,8 @@ def preprocess(gray: np.ndarray, dpi: float | None, *, photo_check: bool = True,
     perspective = dewarped = False
     # A black-and-white page comes from a scanner or a fax, never straight from a camera: it has
     # no page edge in a background, no curvature and no uneven lighting to measure (those checks
-    # cost ~0.3 s on a 300 dpi 1-bit page, a tenth of its recognition).
+    # cost ~0.3 s on a 300 dpi 1-bit page, a tenth of its recognition). An evenly lit grey page
+    # (evenly_lit) is flat and shows no desk either: only the illumination step looks at it.
     background = None if bilevel else paper_background(gray)
     if photo_check and background is not None and not evenly_lit(background[0]):
         # A photographed curved page (leaflet, booklet): straighten its text lines first; a flat
