@@ -114,9 +114,13 @@ class Run:
 
 
 def cpu_seconds() -> float:
+    """This process, its reaped children and the live tesseract library helper (counted in
+    RUSAGE_CHILDREN only when it exits)."""
+    from jobs.extract.tessapi import helper_cpu_seconds
+
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + helper_cpu_seconds()
 
 
 def timed(fn: Callable[[], tuple[str, int]]) -> Run:
@@ -130,7 +134,7 @@ def run_ours(path: Path) -> tuple[str, int]:
     from jobs.identify import identify, validate
     from pipeline.settings import Settings
 
-    settings = Settings()
+    settings = Settings.load()  # the environment's MEDINTAKE_* settings, e.g. MEDINTAKE_OCR_ENGINE=program
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
         kind = identify(path, settings)
         validate(path, kind, settings)

@@ -16,7 +16,7 @@ import numpy as np
 import pdfplumber
 import pytest
 
-from jobs.extract import ocr, preprocess, tesseract
+from jobs.extract import ocr, preprocess, tessapi, tesseract
 from jobs.extract import pdf as pdfmod
 from jobs.extract.results import ExtractResult
 from jobs.extract.text import PAGE_SEPARATOR, extract_text
@@ -251,6 +251,11 @@ def test_pages_json_schema_and_offsets(tmp_path, settings, name):
 # ---------------------------------------------------------------------------------------------
 
 def test_tesseract_missing_raises_tool_missing(tmp_path, settings, monkeypatch):
+    """No tesseract program: the library helper (same version as the program, which cannot be
+    asked) is not used either, and the program's absence is the error."""
+    tessapi.stop()
+    tesseract._version_for.cache_clear()
+    monkeypatch.setattr(tessapi, "_unusable_reason", None)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     src, out = stage(tmp_path, "scanned_discharge.pdf")
     with pytest.raises(ToolMissing) as err:
@@ -258,6 +263,7 @@ def test_tesseract_missing_raises_tool_missing(tmp_path, settings, monkeypatch):
     assert err.value.exit_code == ExitCode.TOOL_MISSING
     assert MARKER not in str(err.value)
     assert sorted(p.name for p in out.iterdir()) == []  # no partial outputs
+    tesseract._version_for.cache_clear()
 
 
 def test_tesseract_timeout_raises_tool_failed(tmp_path, settings):

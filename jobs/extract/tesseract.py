@@ -1,8 +1,10 @@
-"""Tesseract, through pytesseract: the one place where the program is started.
+"""Tesseract: the one place where it is called, its output parsed.
 
-Why the program and not a binding: it is what the worker image ships, a crash or a hang in it
-cannot take the worker down, and pytesseract enforces the timeout by killing it. Every start goes
-through :func:`call` (pytesseract function, keyword arguments, our command, timeout and
+Two ways to reach it, with the same arguments and errors: the program through pytesseract, or
+(``ocr_engine = library``, the default) the program's own library kept loaded in a helper process
+(:mod:`jobs.extract.tessapi`), which reads a page without the program's ~0.2 s start. Either way
+a crash or a hang cannot take the worker down and the timeout kills what hangs. Every call goes
+through :func:`call` (pytesseract-style function, keyword arguments, our command, timeout and
 environment), so tests count or fake the calls by patching that one name, and every failure
 becomes :class:`~pipeline.errors.ToolMissing` or :class:`~pipeline.errors.ToolFailed` with a
 message that carries neither stderr (it can echo paths) nor recognised text.
@@ -35,7 +37,7 @@ import numpy as np
 import pytesseract
 from pytesseract import pytesseract as _engine
 
-from jobs.extract import textlayer
+from jobs.extract import tessapi, textlayer
 from pipeline.errors import ConfigError, ToolFailed, ToolMissing
 from pipeline.settings import Settings
 
@@ -266,7 +268,8 @@ def recognise(gray: np.ndarray, settings: Settings, *, dpi: int, want_pdf: bool,
     renderer = want_pdf and textlayer.glyphless_font() is None
     if renderer:
         config += ["-c", "textonly_pdf=1"]
-    call(_engine.run_tesseract, settings, input_filename=image, output_filename_base=str(base),
+    runner = tessapi.run_tesseract if tessapi.usable(settings) else _engine.run_tesseract
+    call(runner, settings, input_filename=image, output_filename_base=str(base),
          extension="pdf" if renderer else "", lang=langs, config=" ".join(config), timeout=settings.ocr_timeout)
     result = parse_tsv(read_text_file(workdir / "out.tsv"), MIN_WORD_CONFIDENCE)
     if renderer:
@@ -310,7 +313,8 @@ def detect_orientation(gray: np.ndarray, settings: Settings, *, workdir: Path) -
     """
     image = write_pgm(gray, workdir / "osd.pgm")
     try:
-        out = call(pytesseract.image_to_osd, settings, image=image, lang="osd", timeout=settings.ocr_timeout)
+        osd = tessapi.image_to_osd if tessapi.usable(settings) else pytesseract.image_to_osd
+        out = call(osd, settings, image=image, lang="osd", timeout=settings.ocr_timeout)
     except ToolFailed:
         return None
     except ToolMissing:
