@@ -43,14 +43,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def _load(names: tuple[str, ...]) -> ctypes.CDLL:
-    for name in names:
-        path = ctypes.util.find_library(name)
-        for candidate in ((path,) if path else ()) + tuple(f"lib{name}.so.{v}" for v in (5, 6)):
-            try:
-                return ctypes.CDLL(candidate)
-            except OSError:
-                continue
+def _load(sonames: tuple[str, ...], name: str) -> ctypes.CDLL:
+    """The library by its usual sonames (Debian 12: libtesseract.so.5, liblept.so.5; newer
+    Leptonica: libleptonica.so.6), else where ctypes finds it (which may run ldconfig or gcc)."""
+    for candidate in sonames:
+        try:
+            return ctypes.CDLL(candidate)
+        except OSError:
+            continue
+    path = ctypes.util.find_library(name)
+    if path:
+        return ctypes.CDLL(path)
     raise OSError("library not found")
 
 
@@ -58,8 +61,8 @@ class Library:
     """ctypes declarations of the part of Tesseract's C API (capi.h) and Leptonica used here."""
 
     def __init__(self) -> None:
-        tess = _load(("tesseract",))
-        lept = _load(("leptonica", "lept"))
+        tess = _load(("libtesseract.so.5",), "tesseract")
+        lept = _load(("libleptonica.so.6", "liblept.so.5"), "lept")
         p, c, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
         self.tess, self.lept = tess, lept
         for name, restype, argtypes in (
