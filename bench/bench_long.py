@@ -119,7 +119,7 @@ def _load() -> float:
 
 def _role(cmdline: str) -> str:
     for key, name in (("jobs pages", "range child"), ("jobs process", "process child / merge"),
-                      ("tesseract", "tesseract"), ("qpdf", "qpdf"), ("--case", "runtime (dispatcher, tracker)")):
+                      ("tessapi_child", "tesseract library helper"), ("tesseract", "tesseract"), ("qpdf", "qpdf"), ("--case", "runtime (dispatcher, tracker)")):
         if key in cmdline:
             return name
     return "other"

@@ -26,14 +26,15 @@ also means the program.
 """
 from __future__ import annotations
 
+import json
 import os
 import select
 import shlex
 import signal
 import struct
-import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -116,12 +117,14 @@ class Helper:
 
 
 _helper: Helper | None = None
+_lock = threading.Lock()  # one request at a time on the pipes (pages are parallel across processes)
 _unusable_reason: str | None = None  # set once this process knows the helper cannot serve
 
 
 def _forget_in_child() -> None:
-    global _helper
+    global _helper, _lock
     _helper = None  # a forked process must not talk on its parent's pipes
+    _lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -220,9 +223,11 @@ def run_tesseract(input_filename: str, output_filename_base: str, extension: str
             raise _Unusable("not a TSV-only recognition")
         psm, variables = parse_config(config)
         variables.pop("tessedit_create_tsv", None)
-        helper = _get_helper(timeout)
-        _errors(helper.request({"op": "recognise", "image": str(input_filename), "lang": lang, "psm": psm,
-                                "vars": variables, "tsv": f"{output_filename_base}.tsv"}, timeout), lang)
+        with _lock:
+            helper = _get_helper(timeout)
+            reply = helper.request({"op": "recognise", "image": str(input_filename), "lang": lang, "psm": psm,
+                                    "vars": variables, "tsv": f"{output_filename_base}.tsv"}, timeout)
+        _errors(reply, lang)
     except _Unusable:
         _program.run_tesseract(input_filename, output_filename_base, extension, lang, config, nice, timeout)
 
@@ -233,8 +238,9 @@ def image_to_osd(image: str, lang: str = "osd", config: str = "", nice: int = 0,
     try:
         if config or lang != "osd" or output_type != "string":
             raise _Unusable("an OSD request the helper does not serve")
-        helper = _get_helper(timeout)
-        return str(_errors(helper.request({"op": "osd", "image": str(image)}, timeout), lang)["ok"])
+        with _lock:
+            reply = _get_helper(timeout).request({"op": "osd", "image": str(image)}, timeout)
+        return str(_errors(reply, lang)["ok"])
     except _Unusable:
         return _program.image_to_osd(image, lang=lang, config=config, nice=nice, output_type=output_type,
                                      timeout=timeout)
