@@ -179,6 +179,22 @@ def test_a_library_of_another_version_leaves_the_work_to_the_program(tmp_path, m
     assert not tessapi.usable(LIBRARY)  # decided once for the process
 
 
+def test_a_helper_that_cannot_start_leaves_the_work_to_the_program(tmp_path, monkeypatch):
+    monkeypatch.setattr(tessapi, "_CHILD", str(tmp_path / "missing_child.py"))  # python exits at once
+    monkeypatch.setattr(tessapi, "_unusable_reason", None)
+    page = recognise(_page(), LIBRARY, dpi=300, want_pdf=False, workdir=tmp_path)
+    assert page.words and tessapi._helper is None and not tessapi.usable(LIBRARY)
+
+
+def test_a_helper_dead_since_the_last_page_is_a_tool_failure_not_a_broken_pipe(tmp_path):
+    recognise(_page(), LIBRARY, dpi=300, want_pdf=False, workdir=tmp_path)
+    helper = tessapi._helper
+    helper.proc.kill()
+    helper.proc.wait()
+    with pytest.raises(tessapi._program.TesseractError):
+        helper.request({"op": "osd", "image": str(tmp_path / "none.pgm")}, 5.0)
+
+
 def test_the_helper_dies_with_its_worker(tmp_path):
     """A worker killed mid-document (SIGKILL: no clean-up runs) must not leave a helper behind."""
     image = tesseract.write_pgm(_page(), tmp_path / "page.pgm")

@@ -70,8 +70,11 @@ class Helper:
             if message:
                 body = json.dumps(message).encode()
                 assert self.proc.stdin is not None
-                self.proc.stdin.write(struct.pack(">I", len(body)) + body)
-                self.proc.stdin.flush()
+                try:
+                    self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+                    self.proc.stdin.flush()
+                except BrokenPipeError:  # it died since it was last asked
+                    raise _program.TesseractError(self.proc.wait(), "the tesseract library helper exited") from None
             deadline = time.monotonic() + timeout if timeout > 0 else None
             head = self._read(4, deadline)
             return json.loads(self._read(struct.unpack(">I", head)[0], deadline))
@@ -143,10 +146,14 @@ def _get_helper(timeout: float) -> Helper:
     if _helper is not None and _helper.owner == os.getpid():
         _helper.kill()
     _helper = None
-    helper = Helper()
-    hello = helper.request({}, max(timeout, 30.0))
+    try:
+        helper = Helper()
+        hello = helper.request({}, max(timeout, 30.0))  # kills the helper itself when it fails
+    except (OSError, RuntimeError, _program.TesseractError):
+        hello = {}  # no Python to start, or it died or hung loading the library
     if "ok" not in hello:
-        helper.kill()
+        if hello:
+            helper.kill()
         _unusable_reason = "the tesseract library could not be loaded"
         raise _Unusable(_unusable_reason)
     from jobs.extract.tesseract import tesseract_version
