@@ -402,6 +402,63 @@ def test_large_image_bounds(tmp_path: Path, settings: Settings) -> None:
     }
 
 
+def _big_scan(path: Path, stored: tuple[int, int], orientation: int) -> Path:
+    """A JPEG 'scan' of ``stored`` pixels: lines of dark strokes on off-white, EXIF orientation set."""
+    width, height = stored
+    pixels = np.full((height, width, 3), 238, np.uint8)
+    rng = np.random.default_rng(7)
+    for top in range(200, height - 200, 90):
+        for left in rng.integers(100, width - 400, 12):
+            pixels[top:top + 40, left:left + int(rng.integers(60, 300)), :] = (30, 30, 90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=90, exif=exif)
+    return path
+
+
+def test_big_jpeg_is_decoded_smaller_with_the_same_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard set decodes a 26 MP JPEG at half scale (the 2048 px web image is still met)
+    and the renditions have exactly the sizes a full decode gives, close to its pixels."""
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    src = _big_scan(tmp_path / "scan.jpg", (6000, 4400), 6)  # stored landscape, shown portrait
+    drafted: list[tuple[int, int]] = []
+    real_draft = JpegImageFile.draft
+
+    def spy(self, mode, size):
+        out = real_draft(self, mode, size)
+        drafted.append(self.size)
+        return out
+
+    standard = Settings(data_dir=tmp_path / "data")
+    kind = identify(src, standard)
+    validate(src, kind, standard)  # (validation drafts its own small decode)
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    results = make_renditions(src, kind, tmp_path / "out", standard)
+    assert drafted == [(3000, 2200)]
+    sizes = {r.name: (r.width, r.height) for r in results}
+    assert sizes == {name: renditions.fitted_size((4400, 6000), EXPECTED[name][3])
+                     for name in ("thumbnail", "preview", "web")}
+    full = renditions.load_normalised(src, kind, standard)  # no draft: full decode
+    assert full.size == (4400, 6000)
+    reference = np.asarray(full.resize(sizes["web"], Image.Resampling.LANCZOS, reducing_gap=2.0), np.int16)
+    web = np.asarray(open_rendition(tmp_path / "out", "web").convert("RGB"), np.int16)
+    assert float(np.abs(web - reference).mean()) < 3.0
+
+
+def test_lossless_set_decodes_at_full_size(tmp_path: Path, settings: Settings,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    src = _big_scan(tmp_path / "scan.jpg", (4400, 3000), 1)
+    kind = identify(src, settings)
+    validate(src, kind, settings)
+    called: list[int] = []
+    monkeypatch.setattr(JpegImageFile, "draft", lambda self, mode, size: called.append(1))
+    results = {r.name: r for r in make_renditions(src, kind, tmp_path / "out", settings)}
+    assert not called and (results["png"].width, results["png"].height) == (4400, 3000)
+
+
 def test_small_image_is_never_upscaled(tmp_path: Path, settings: Settings) -> None:
     results = run(make_input("jpeg_tiny.jpg", tmp_path), tmp_path / "out", settings)
     assert {(r.width, r.height) for r in results.values()} == {(100, 80)}

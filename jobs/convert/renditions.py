@@ -40,11 +40,14 @@ PDFs with the standard set (no full-size output) skip steps 1 and 5: pdfium draw
 at each rendition's size (:func:`pdf_page_renditions`; same sizes as the cascade, a third of its
 CPU on born-digital pages), and each drawn image goes through step 3 on its own.
 
-Why no ``Image.draft``: with the lossless set two outputs are full size, so the full-resolution
-decode is needed anyway; for the standard set the largest output is 2048 px, which a 12 MP photo
-only reaches at full DCT scale, so draft would not change its decode either. A second, DCT-scaled JPEG decode for the small outputs measured within noise of the
-single decode (0.96-0.98x CPU, same peak RSS; ``bench/README-renditions.md``) while adding a second
-decode/orient/colour path, so the stage decodes once and resamples the already-smaller rendition.
+JPEG decoded smaller (``Image.draft``): with the standard set (no full-size output) a JPEG is
+decoded at the smallest DCT scale (1/2, 1/4, 1/8) that is still at least the largest rendition's
+size, so a 16 MP phone photo or a 35 MP scan at 600 dpi is decoded at a quarter of its pixels
+(0.58 -> ~0.2 CPU s); a 12 MP photo (4032 x 3024) only reaches 2048 px at full scale and is decoded
+as before. Output sizes are computed from the file's own size, so they do not change. With the
+lossless set two outputs are full size and everything is decoded at full size. (A second,
+DCT-scaled decode for the small outputs only, next to a full one, measured within noise of the
+single decode; ``bench/README-renditions.md``.)
 
 Metadata: every output is written from a fresh pixel-only image with empty ``info``, and no
 metadata is passed to any encoder. No EXIF, GPS, XMP, IPTC, comments, PNG text chunks, dpi or
@@ -169,8 +172,8 @@ def make_renditions(src: Path, kind: FileKind, out_dir: Path, settings: Settings
     if kind.kind == "pdf" and all(spec.max_side is not None for spec in specs):
         # No full-size output: pdfium draws page 1 straight at each rendition's size.
         return list(reversed(pdf_page_renditions(src, specs, target, settings)))
-    current = load_normalised(src, kind, settings)
-    full_size = current.size
+    largest = None if any(spec.max_side is None for spec in specs) else max(spec.max_side for spec in specs)
+    current, full_size = load_for_renditions(src, kind, settings, largest)
     results: list[RenditionResult] = []
     for spec in specs:
         # Sizes come from the full size (no rounding drift along the cascade); rebinding
@@ -209,16 +212,27 @@ def quiet_pillow_debug_logging() -> None:
 
 def load_normalised(src: Path, kind: FileKind, settings: Settings) -> "PILImage.Image":
     """Decode the source into a fresh, oriented, 8-bit sRGB image with no metadata at all."""
+    return load_for_renditions(src, kind, settings, None)[0]
+
+
+def load_for_renditions(src: Path, kind: FileKind, settings: Settings,
+                        fit: int | None) -> tuple["PILImage.Image", tuple[int, int]]:
+    """:func:`load_normalised`, and the full (oriented) size the renditions' sizes come from.
+
+    ``fit``: the largest rendition's box; a JPEG may then be decoded smaller, down to that box
+    (never below it), and the image returned is smaller than the full size."""
     if kind.kind == "pdf":
-        return render_pdf_page(src, settings)
-    if kind.kind == "dicom":
-        return render_dicom(src, settings)
-    if kind.kind == "document":
+        image = render_pdf_page(src, settings)
+    elif kind.kind == "dicom":
+        image = render_dicom(src, settings)
+    elif kind.kind == "document":
         from jobs import office
 
         _, pages = office.document_pages(src, kind.format, settings)
-        return office.render_page(pages[0])  # a new L image: pixels only
-    return decode_image(src, settings)
+        image = office.render_page(pages[0])  # a new L image: pixels only
+    else:
+        return decode_image(src, settings, fit)
+    return image, image.size
 
 
 def render_dicom(src: Path, settings: Settings) -> "PILImage.Image":
@@ -232,8 +246,9 @@ def render_dicom(src: Path, settings: Settings) -> "PILImage.Image":
     return normalise(dicom.frame_image(src, 0, settings), None)
 
 
-def decode_image(src: Path, settings: Settings) -> "PILImage.Image":
-    """Frame 1 of an image file, oriented and normalised; decoding failures become CorruptFile."""
+def decode_image(src: Path, settings: Settings, fit: int | None = None) -> tuple["PILImage.Image", tuple[int, int]]:
+    """Frame 1 of an image file, oriented and normalised, and its full oriented size; decoding
+    failures become CorruptFile. ``fit``: see :func:`load_for_renditions`."""
 
     from jobs.identify import open_image
 
@@ -241,13 +256,20 @@ def decode_image(src: Path, settings: Settings) -> "PILImage.Image":
         warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": parsed at open for JPEG
         img = open_image(src, settings)
     try:
+        full = img.size
+        if fit is not None and img.format in ("JPEG", "MPO"):
+            # libjpeg's DCT scaling: the smallest of 1/1, 1/2, 1/4, 1/8 at least this size.
+            img.draft(img.mode, fitted_size(full, fit))
         decode_first_frame(img, settings)
         # The embedded ICC profile, else the colour space the file states another way (EXIF-only
         # Adobe RGB, HEIF nclx, a JPEG 2000 colr box): read before orient() rewrites the EXIF.
         icc = img.info.get("icc_profile") or stated_profile(img, src)
+        stored = img.size
         orient(img)
+        if img.size != stored:  # turned by 90 or 270 degrees
+            full = (full[1], full[0])
         try:
-            return normalise(img, icc)
+            return normalise(img, icc), full
         except DECODE_ERRORS:
             raise CorruptFile("the image's pixel format cannot be converted") from None
     finally:
