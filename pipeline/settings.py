@@ -143,6 +143,7 @@ class Settings:
             "notifier": ("file", "sns"),
             "entities_backend": ("local", "comprehendmedical"),
             "text_engine": ("pdfium", "pdfplumber"),
+            "ocr_engine": ("library", "program"),
             "worker_start": ("fork", "exec"),
             "local_icd10cm": ("on", "off"),
             "job_shape": ("array", "per_document"),

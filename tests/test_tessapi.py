@@ -214,6 +214,14 @@ def test_the_helper_dies_with_its_worker(tmp_path):
     assert _gone(helper)
 
 
+def test_an_unknown_engine_is_a_settings_error():
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ocr_engine must be one of library, program"):
+        Settings.load(env={"MEDINTAKE_OCR_ENGINE": "libary"})
+    assert Settings.load(env={"MEDINTAKE_OCR_ENGINE": "program"}).ocr_engine == "program"
+
+
 def test_parse_config_reads_what_recognise_passes():
     assert tessapi.parse_config("--psm 6 --dpi 212 -c tessedit_create_tsv=1 -c tessedit_do_invert=0") == (
         6, {"user_defined_dpi": "212", "tessedit_create_tsv": "1", "tessedit_do_invert": "0"})
