@@ -227,3 +227,17 @@ def test_parse_config_reads_what_recognise_passes():
         6, {"user_defined_dpi": "212", "tessedit_create_tsv": "1", "tessedit_do_invert": "0"})
     with pytest.raises(tessapi._Unusable):
         tessapi.parse_config("--oem 0")
+
+
+def test_a_request_that_fails_inside_the_helper_fails_alone(tmp_path):
+    """An output the helper cannot write (here: a folder that does not exist) fails that call with
+    a tool failure; the same helper reads the next page."""
+    image = tesseract.write_pgm(_page(), tmp_path / "page.pgm")
+    tessapi.run_tesseract(image, str(tmp_path / "ok"), "", "eng", "--psm 3")
+    pid = _helper_pid()
+    with pytest.raises(ToolFailed, match="status 1"):
+        tesseract.call(tessapi.run_tesseract, LIBRARY, input_filename=image,
+                       output_filename_base=str(tmp_path / "missing" / "out"), extension="", lang="eng",
+                       config="--psm 3")
+    tessapi.run_tesseract(image, str(tmp_path / "again"), "", "eng", "--psm 3")
+    assert _helper_pid() == pid and (tmp_path / "again.tsv").read_bytes() == (tmp_path / "ok.tsv").read_bytes()

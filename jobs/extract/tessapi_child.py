@@ -249,7 +249,11 @@ def main() -> None:
         request = read_message(stdin)
         if request is None:
             break
-        write_message(stdout, server.handle(request))
+        try:
+            reply = server.handle(request)
+        except Exception as exc:  # noqa: BLE001 - a bad request or a full disk fails that request only
+            reply = {"error": type(exc).__name__}
+        write_message(stdout, reply)
     for api in server.apis.values():
         api.close()
 
