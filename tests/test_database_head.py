@@ -147,7 +147,6 @@ def test_a_new_database_is_created_without_importing_alembic(tmp_path):
     assert database.at_head(Settings.load(data_dir=tmp_path / "data"))
 
 
-
 def test_a_forked_child_never_uses_its_parents_connections(empty_db_settings):
     """A fork (the warm server, its workers) starts with no engine: its queries go over its own
     connections, and the parent's pooled connection still works afterwards."""

@@ -16,10 +16,9 @@ from jobs.extract.ocr import ocr_image
 from conftest import load_bench_module
 from pipeline.settings import Settings
 
-
-
 lang_pages = load_bench_module("lang_pages")
 lang_texts = load_bench_module("lang_texts")
+
 
 def _cer(reference: str, hypothesis: str, no_spaces: bool) -> float:
     import numpy as np

@@ -61,7 +61,6 @@ class Helper:
         self.proc = subprocess.Popen([sys.executable, "-I", "-S", _CHILD], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                      close_fds=True)
-        self.version = ""
 
     def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and wait for its reply; on a timeout or an interruption the helper is
@@ -158,8 +157,7 @@ def _get_helper(timeout: float) -> Helper:
         raise _Unusable(_unusable_reason)
     from jobs.extract.tesseract import tesseract_version
 
-    helper.version = str(hello["ok"])
-    if helper.version != tesseract_version(DEFAULT_CMD):
+    if str(hello["ok"]) != tesseract_version(DEFAULT_CMD):
         helper.kill()
         _unusable_reason = "the tesseract library's version is not the program's"
         raise _Unusable(_unusable_reason)
