@@ -92,14 +92,15 @@ def _read_secret(settings: Settings) -> dict:
 
 def get_engine(settings: Settings) -> Engine:
     url = normalise_url(database_url(settings))
-    engine = _ENGINES.get(url)
+    key = f"{url} {settings.database_tls} {settings.database_ca_file}"
+    engine = _ENGINES.get(key)
     if engine is None:
-        engine = _make_engine(url)
-        _ENGINES[url] = engine
+        engine = _make_engine(url, settings)
+        _ENGINES[key] = engine
     return engine
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
@@ -130,7 +131,10 @@ def _make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_recycle=300, hide_parameters=True)
+    from pipeline.database_tls import connect_args
+
+    return create_engine(url, connect_args=connect_args(settings, url), pool_pre_ping=True, pool_recycle=300,
+                         hide_parameters=True)
 
 
 # Engines a forked child found in its parent: kept referenced, never used (see _forget_engines).
@@ -190,6 +194,13 @@ def _permanent(exc: OperationalError) -> bool:
     return "password authentication failed" in text or ("database" in text and "does not exist" in text)
 
 
+def _tls_refused(exc: OperationalError) -> bool:
+    """A server whose certificate failed verification (not an outage: waiting will not help)."""
+    text = str(exc.orig)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text or (
+        "server certificate" in text and "does not match host name" in text)
+
+
 def _open(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Session:
     """A session whose transaction has begun on a live connection, waiting out an outage.
 
@@ -208,6 +219,10 @@ def _open(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Se
             return session
         except OperationalError as exc:
             session.close()
+            if _tls_refused(exc):
+                raise ConfigError("the database server's TLS certificate was not accepted (its CA is not "
+                                  "database_ca_file's or the host name differs): check database_tls and "
+                                  "database_ca_file") from None
             if _permanent(exc) or waited + delay > settings.database_retry_seconds:
                 raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
             log.warning("database unavailable (%s); retrying in %.1f s", type(exc.orig).__name__, delay)

@@ -35,6 +35,13 @@ class Settings:
     # Secrets Manager secret (name or ARN) holding the database's username and password (and host,
     # port, dbname when present, which win over database_url's); on AWS the URL carries none.
     database_secret: str = ""
+    # Encryption of the database connection (pipeline/database_tls.py): "auto" = verify for an RDS
+    # endpoint (*.rds.amazonaws.com; against database_ca_file, the RDS bundle the worker image
+    # carries, or encrypted without verification where no bundle is found), none elsewhere;
+    # "verify" = TLS with the server's certificate and name checked (database_ca_file, else the
+    # system's CAs); "require" = TLS without checking who answers; "off" = no TLS.
+    database_tls: str = "auto"
+    database_ca_file: Path | None = None
     store_backend: str = "folder"  # folder | s3
     bucket: str = "uploads"  # S3 bucket name; for the folder store, a folder under data_dir/buckets
     store_root: Path | None = None  # folder store root; default <data_dir>/buckets
@@ -148,6 +155,7 @@ class Settings:
             "local_icd10cm": ("on", "off"),
             "job_shape": ("array", "per_document"),
             "renditions": ("standard", "lossless"),
+            "database_tls": ("auto", "verify", "require", "off"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

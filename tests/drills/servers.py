@@ -7,6 +7,10 @@ data folder, on a free port and its own socket: ``mariadb-install-db`` + ``maria
 ``stop()`` is a real shutdown (SIGTERM to mariadbd; ``pg_ctl stop -m fast``, which is PostgreSQL's
 SIGINT shutdown, because a SIGTERM "smart" shutdown waits for the pool's idle sessions to leave);
 ``start()`` brings the same data folder back on the same port.
+
+With ``tls`` (:func:`make_tls_files`: a test CA and a server certificate for ``localhost``) the
+server speaks TLS and refuses plain connections (MariaDB ``require_secure_transport``, PostgreSQL
+``hostnossl ... reject``), as the stack's RDS instance does (tests/test_database_tls.py).
 """
 from __future__ import annotations
 
@@ -18,10 +22,67 @@ import signal
 import socket
 import subprocess
 import tempfile
+import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # the test CA's certificate (what a client verifies against)
+    cert: Path  # the server's certificate, signed by the CA
+    key: Path
+
+
+def make_tls_files(folder: Path, names: tuple[str, ...] = ("localhost",)) -> TlsFiles:
+    """A throw-away CA and a server certificate for ``names`` (DNS names only, so that a client
+    reaching the server as 127.0.0.1 sees a name mismatch), valid for a day."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBuilder:  # noqa: ANN001
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(issuer).public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "medintake test CA")])
+    ca = (builder("medintake test CA", ca_name, ca_key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (builder(names[0], ca_name, key.public_key())
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    files.key.chmod(0o600)
+    return files
+
+
+def _admin_ssl() -> ssl.SSLContext:
+    """The fixtures' own administrative connections to a TLS-only server: encrypted, unverified."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def free_port() -> int:
@@ -45,10 +106,11 @@ def _wait_port(port: int, up: bool, timeout: float) -> None:
 class PrivateMariaDB:
     dialect = "mariadb"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="medintake-drill-mariadb-"))
         self.data = self.dir / "data"
         self.port = free_port()
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
         install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         if install is None or not Path("/usr/sbin/mariadbd").exists():
@@ -57,10 +119,14 @@ class PrivateMariaDB:
                         "--skip-test-db", *(["--user=root"] if os.geteuid() == 0 else [])],
                        check=True, capture_output=True, timeout=180)
         self.start()
-        engine = create_engine(f"mysql+pymysql://root@127.0.0.1:{self.port}/", isolation_level="AUTOCOMMIT")
+        engine = self._admin_engine()
         with engine.connect() as conn:
             conn.execute(text("CREATE DATABASE drill"))
         engine.dispose()
+
+    def _admin_engine(self):  # noqa: ANN202
+        return create_engine(f"mysql+pymysql://root@127.0.0.1:{self.port}/", isolation_level="AUTOCOMMIT",
+                             connect_args={"ssl": _admin_ssl()} if self.tls else {})
 
     @property
     def url(self) -> str:
@@ -71,7 +137,9 @@ class PrivateMariaDB:
             ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
              "--bind-address=127.0.0.1", f"--socket={self.dir / 'mysqld.sock'}", f"--pid-file={self.dir / 'mysqld.pid'}",
              "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--max-connections=200",
-             *(["--user=root"] if os.geteuid() == 0 else [])],
+             *(["--user=root"] if os.geteuid() == 0 else []),
+             *([f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}",
+                "--require-secure-transport=ON"] if self.tls else [])],
             stdout=(self.dir / "server.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         _wait_port(self.port, up=True, timeout=60)
 
@@ -95,7 +163,7 @@ class PrivateMariaDB:
 
     def drop_connections(self) -> int:
         """KILL CONNECTION every client session but this one; returns how many."""
-        engine = create_engine(f"mysql+pymysql://root@127.0.0.1:{self.port}/", isolation_level="AUTOCOMMIT")
+        engine = self._admin_engine()
         try:
             with engine.connect() as conn:
                 ids = [r[0] for r in conn.execute(text(
@@ -118,7 +186,7 @@ class PrivateMariaDB:
 class PrivatePostgres:
     dialect = "postgres"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not found:
             raise FileNotFoundError("PostgreSQL server binaries not installed")
@@ -126,19 +194,34 @@ class PrivatePostgres:
         self.dir = Path(tempfile.mkdtemp(prefix="medintake-drill-postgres-"))
         self.data = self.dir / "data"
         self.port = free_port()
+        self.tls = None
+        if tls is not None:  # the server's own copies, in its folder: it reads them as its user, the
+            # key only from a file no one else may read
+            self.tls = TlsFiles(tls.ca, self.dir / "server.pem", self.dir / "server.key")
+            shutil.copyfile(tls.cert, self.tls.cert)
+            shutil.copyfile(tls.key, self.tls.key)
+            self.tls.key.chmod(0o600)
         self.user: list[str] = []
         if os.geteuid() == 0:  # initdb and postgres refuse to run as root
             pw = pwd.getpwnam("postgres")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            for path in (self.dir, *((self.tls.cert, self.tls.key) if self.tls else ())):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
             self.user = ["runuser", "-u", "postgres", "--"]
         subprocess.run([*self.user, str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                         "--no-sync"], check=True, capture_output=True, timeout=180)
+        if tls is not None:  # TCP only over TLS (the socket stays open to the fixture itself)
+            hba = self.data / "pg_hba.conf"
+            hba.write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+                           "hostnossl all all 127.0.0.1/32 reject\n")
         self.start()
-        engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
-                               isolation_level="AUTOCOMMIT")
+        engine = self._admin_engine()
         with engine.connect() as conn:
             conn.execute(text("CREATE DATABASE drill"))
         engine.dispose()
+
+    def _admin_engine(self):  # noqa: ANN202
+        return create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
+                             isolation_level="AUTOCOMMIT", connect_args={"sslmode": "require"} if self.tls else {})
 
     @property
     def url(self) -> str:
@@ -149,8 +232,11 @@ class PrivatePostgres:
                        check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
+        ssl_options = (f" -c ssl=on -c ssl_cert_file={self.tls.cert} -c ssl_key_file={self.tls.key}"
+                       if self.tls else "")
         self._ctl("start", "-w", "-l", str(self.dir / "server.log"), "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+                  + ssl_options)
         _wait_port(self.port, up=True, timeout=60)
 
     def stop(self) -> None:
@@ -160,8 +246,7 @@ class PrivatePostgres:
 
     def drop_connections(self) -> int:
         """pg_terminate_backend every client session of the drill database but this one."""
-        engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres",
-                               isolation_level="AUTOCOMMIT")
+        engine = self._admin_engine()
         try:
             with engine.connect() as conn:
                 return len(list(conn.execute(text(
@@ -178,5 +263,5 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def private_server(dialect: str) -> PrivateMariaDB | PrivatePostgres:
-    return PrivateMariaDB() if dialect == "mariadb" else PrivatePostgres()
+def private_server(dialect: str, tls: TlsFiles | None = None) -> PrivateMariaDB | PrivatePostgres:
+    return PrivateMariaDB(tls) if dialect == "mariadb" else PrivatePostgres(tls)
