@@ -4,6 +4,9 @@
 # machine with a local stand-in, see docs/worker-image.md); releases use the default.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
+# RDS_BUNDLE=optional lets a builder without internet access make the image without AWS's RDS CA
+# bundle: its database connections are then encrypted but the server is not verified.
+ARG RDS_BUNDLE=required
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -30,7 +33,8 @@ COPY job_definitions ./job_definitions
 RUN pip install --no-cache-dir "./[aws]" \
     && rm -rf build ./*.egg-info \
     && useradd --create-home --uid 10001 --user-group medintake \
-    && python -m jobs.entities.icd10 /opt/medintake/cache
+    && python -m jobs.entities.icd10 /opt/medintake/cache \
+    && { python -m compute.rds_bundle /opt/medintake/certs || [ "$RDS_BUNDLE" = optional ]; }
 
 # Built indexes (ICD-10-CM) made once here, read by every job (a build per job costs ~3.5 s CPU).
 ENV MEDINTAKE_CACHE_DIR=/opt/medintake/cache

@@ -196,11 +196,17 @@ class RegionDeployer:
     def upload_code(self, bucket: str) -> str:
         from compute import lambda_package
 
-        deps = None
+        deps = bundle = None
         if self.spec.lambda_dependencies:
+            from compute import rds_bundle
+
             cache = self.spec.cache_dir or Settings().effective_cache_dir
             deps = lambda_package.install_dependencies(cache)
-        body = lambda_package.build_zip(deps)
+            bundle = rds_bundle.fetch(cache)
+            if bundle is None:
+                self.echo(f"{self.region}: warning: the RDS CA bundle could not be downloaded; the Lambdas "
+                          "will encrypt their database connections without verifying the server")
+        body = lambda_package.build_zip(deps, rds_bundle=bundle)
         key = f"lambda/medintake-{hashlib.sha256(body).hexdigest()[:16]}.zip"
         self._call("upload the Lambda code", self.client("s3").put_object, Bucket=bucket, Key=key, Body=body)
         return key

@@ -61,9 +61,12 @@ def install_dependencies(cache_dir: Path, timeout: float = 600.0) -> Path:
     return target
 
 
-def build_zip(dependencies: Path | None = None, root: Path = ROOT) -> bytes:
-    """The zip's bytes: our sources, plus the installed libraries when ``dependencies`` is given."""
+def build_zip(dependencies: Path | None = None, root: Path = ROOT, rds_bundle: Path | None = None) -> bytes:
+    """The zip's bytes: our sources, plus the installed libraries when ``dependencies`` is given,
+    plus the RDS CA bundle (``certs/``, where pipeline/database_tls.py looks) when given."""
     files = _source_files(root)
+    if rds_bundle is not None:
+        files.append((f"certs/{rds_bundle.name}", rds_bundle))
     if dependencies is not None:
         for path in sorted(dependencies.rglob("*")):
             rel = path.relative_to(dependencies)

@@ -32,6 +32,31 @@ POSTGRES_URL = os.environ.get("MEDINTAKE_TEST_POSTGRES_URL", "postgresql+psycopg
 SKIP_SERVERS = os.environ.get("MEDINTAKE_TEST_SKIP_SERVERS") == "1"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _moto_rds_parameter_group_ref():
+    """moto 5.2's CloudFormation hands an AWS::RDS::DBInstance its ``DBParameterGroupName: !Ref
+    ...`` as the group object, where AWS passes the group's name (the stack's TLS-only parameter
+    group): give moto the name. Test-only; the template is what AWS runs."""
+    try:
+        from moto.rds import models
+    except ImportError:
+        yield
+        return
+    original = models.RDSBackend.create_db_instance
+
+    def create_db_instance(self, db_kwargs):  # noqa: ANN001, ANN202
+        group = db_kwargs.get("db_parameter_group_name")
+        if isinstance(group, models.DBParameterGroup):
+            db_kwargs = dict(db_kwargs, db_parameter_group_name=group.name)
+        return original(self, db_kwargs)
+
+    models.RDSBackend.create_db_instance = create_db_instance
+    try:
+        yield
+    finally:
+        models.RDSBackend.create_db_instance = original
+
+
 class FakeClock:
     """A clock and a sleep for rate limits and back-off: time passes only when someone sleeps,
     so tests prove rates and delays without sleeping."""

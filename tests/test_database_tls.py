@@ -130,3 +130,54 @@ def test_settings_reject_an_unknown_mode_and_a_missing_ca_file(tmp_path):
     settings = Settings.load(data_dir=tmp_path, database_tls="verify", database_ca_file=str(tmp_path / "none.pem"))
     with pytest.raises(ConfigError, match="database_ca_file"):
         database_tls.connect_args(settings, "mysql+pymysql://u:p@localhost/x")
+
+
+# ---- AWS's RDS CA bundle, fetched at build time (compute/rds_bundle.py) ---------------------------
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A real HTTP server on localhost serving a folder (standing in for AWS's trust store URL)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_bundle_is_downloaded_checked_and_cached(http_folder, tls_files, tmp_path):
+    from compute import rds_bundle
+
+    root, base = http_folder
+    (root / "global-bundle.pem").write_bytes(tls_files.ca.read_bytes())
+    (root / "portal.html").write_text("<html>Please log in to the Wi-Fi</html>")
+    cache = tmp_path / "cache"
+    assert rds_bundle.fetch(cache, url=f"{base}/portal.html") is None  # not certificates: not kept
+    assert rds_bundle.fetch(cache, url=f"{base}/missing.pem") is None
+    assert not (cache / database_tls.RDS_BUNDLE_NAME).exists()
+    path = rds_bundle.fetch(cache, url=f"{base}/global-bundle.pem")
+    assert path == cache / database_tls.RDS_BUNDLE_NAME and path.read_bytes() == tls_files.ca.read_bytes()
+    (root / "global-bundle.pem").unlink()
+    assert rds_bundle.fetch(cache, url=f"{base}/global-bundle.pem") == path  # cached: no second download
+
+
+def test_the_lambda_zip_carries_the_bundle_where_database_tls_looks(tls_files):
+    import io
+    import zipfile
+
+    from compute.lambda_package import build_zip
+
+    bundle = tls_files.ca.with_name(database_tls.RDS_BUNDLE_NAME)
+    bundle.write_bytes(tls_files.ca.read_bytes())
+    names = zipfile.ZipFile(io.BytesIO(build_zip(rds_bundle=bundle))).namelist()
+    repo = Path(database_tls.__file__).resolve().parent.parent
+    assert database_tls.PACKAGE_BUNDLE.relative_to(repo).as_posix() in names

@@ -777,6 +777,13 @@ def test_stack_creates_in_moto(entities_backend):
         assert outputs["EcrRepositoryUri"] == f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/medintake-test-worker"
         assert outputs["DispatcherFunctionName"] == "medintake-test-dispatcher"
 
+        # The database refuses connections that are not TLS (pipeline/database_tls.py verifies it).
+        rds = boto3.client("rds", region_name=REGION)
+        (instance,) = rds.describe_db_instances()["DBInstances"]
+        (group,) = instance["DBParameterGroups"]
+        parameters = rds.describe_db_parameters(DBParameterGroupName=group["DBParameterGroupName"])["Parameters"]
+        assert {p["ParameterName"]: p["ParameterValue"] for p in parameters}["require_secure_transport"] == "1"
+
         # The Lambdas got the contract's environment with real values (nothing unresolved).
         lam = boto3.client("lambda", region_name=REGION)
         for key in ("DispatcherFunctionName", "TrackerFunctionName", "UploadApiFunctionName"):
