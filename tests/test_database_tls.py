@@ -14,8 +14,7 @@ from pipeline.database import transaction
 from pipeline.errors import ConfigError, TransientError
 from pipeline.models import Document
 from pipeline.settings import Settings
-from tests.conftest import SKIP_SERVERS
-from tests.drills.servers import make_tls_files, private_server
+from drills.servers import make_tls_files, serving
 
 _CIPHER_SQL = {"mariadb": "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
                "postgres": "SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}
@@ -28,17 +27,8 @@ def tls_files(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["mariadb", "postgres"])
 def server(request, tls_files):
-    if SKIP_SERVERS:
-        pytest.skip("MEDINTAKE_TEST_SKIP_SERVERS=1")
-    try:
-        srv = private_server(request.param, tls_files)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
+    with serving(request.param, tls_files) as srv:
         yield srv
-    finally:
-        database.dispose_engines()
-        srv.close()
 
 
 def _settings(tmp_path: Path, url: str, **tls) -> Settings:

@@ -26,10 +26,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from compute.runtime import LocalRuntime
-from conftest import SKIP_SERVERS
 from drills.burst import rows_per_document
 from drills.documents import write_mixed
-from drills.servers import private_server
+from drills.servers import serving
 from pipeline import database, repository
 from pipeline.database import transaction
 from pipeline.errors import TransientError
@@ -43,17 +42,8 @@ DOCUMENTS = int(os.environ.get("MEDINTAKE_TEST_OUTAGE_DOCUMENTS", "6"))
 
 @pytest.fixture(params=["mariadb", "postgres"])
 def server(request):
-    if SKIP_SERVERS:
-        pytest.skip("MEDINTAKE_TEST_SKIP_SERVERS=1")
-    try:
-        srv = private_server(request.param)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
+    with serving(request.param) as srv:
         yield srv
-    finally:
-        database.dispose_engines()
-        srv.close()
 
 
 def run_outage_drill(server, tmp_path, outage_seconds: float, documents: int) -> dict:

@@ -14,6 +14,7 @@ server speaks TLS and refuses plain connections (MariaDB ``require_secure_transp
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -26,6 +27,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import create_engine, text
 
@@ -265,3 +267,24 @@ class PrivatePostgres:
 
 def private_server(dialect: str, tls: TlsFiles | None = None) -> PrivateMariaDB | PrivatePostgres:
     return PrivateMariaDB(tls) if dialect == "mariadb" else PrivatePostgres(tls)
+
+
+@contextlib.contextmanager
+def serving(dialect: str, tls: TlsFiles | None = None) -> Iterator[PrivateMariaDB | PrivatePostgres]:
+    """A private server for a fixture: skipped where the machine has no such server (or the tests
+    are told to leave servers alone), closed afterwards with the engines that reached it."""
+    import pytest
+
+    from pipeline import database
+
+    if os.environ.get("MEDINTAKE_TEST_SKIP_SERVERS") == "1":
+        pytest.skip("MEDINTAKE_TEST_SKIP_SERVERS=1")
+    try:
+        srv = private_server(dialect, tls)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield srv
+    finally:
+        database.dispose_engines()
+        srv.close()
