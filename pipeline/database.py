@@ -194,6 +194,16 @@ def _permanent(exc: OperationalError) -> bool:
     return "password authentication failed" in text or ("database" in text and "does not exist" in text)
 
 
+def _no_schema(exc: DBAPIError) -> bool:
+    """A table of ours is missing: MySQL 1146, PostgreSQL undefined_table, SQLite "no such table"."""
+    args = getattr(exc.orig, "args", ())
+    if args and args[0] == 1146:
+        return True
+    if getattr(exc.orig, "sqlstate", None) == "42P01":
+        return True
+    return "no such table" in str(exc.orig)
+
+
 def _tls_refused(exc: OperationalError) -> bool:
     """A server whose certificate failed verification (not an outage: waiting will not help)."""
     text = str(exc.orig)
@@ -240,8 +250,13 @@ def transaction(settings: Settings) -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except OperationalError as exc:
-        raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
+    except DBAPIError as exc:
+        if _no_schema(exc):  # a server database nobody migrated: say so instead of a traceback
+            raise ConfigError("the database has no medintake tables: run `medintake db upgrade` "
+                              "(or `medintake deploy`, which migrates) first") from None
+        if isinstance(exc, OperationalError):
+            raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
+        raise
     finally:
         session.close()  # rolls back whatever was not committed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import inspect
 
 from pipeline import database, repository
@@ -132,3 +133,18 @@ def test_results_are_replaced_not_mixed(db_settings):
     repository.replace_entities(db_settings, doc.id, ents)
     counts = repository.counts_for(db_settings, doc.id)
     assert counts == {"pages": 1, "entities": 1, "renditions": 0}
+
+
+def test_a_database_without_our_tables_says_to_migrate_it(empty_db_settings):
+    """An operator pointing a read command at a server database nobody migrated gets the fix, not a
+    traceback (the local SQLite folder is migrated by the commands themselves)."""
+    from pipeline.errors import ConfigError
+    from pipeline.history import DocumentFilters, list_documents
+
+    if empty_db_settings.effective_database_url.startswith("sqlite"):
+        assert list_documents(empty_db_settings, DocumentFilters()).rows == []  # made on first use
+        return
+    with pytest.raises(ConfigError, match="medintake db upgrade"):
+        list_documents(empty_db_settings, DocumentFilters())
+    database.upgrade(empty_db_settings)
+    assert list_documents(empty_db_settings, DocumentFilters()).rows == []
