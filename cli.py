@@ -1078,8 +1078,11 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     from pipeline import database
 
     settings = _settings(ctx)
-    database.upgrade(settings, revision)
-    click.echo(f"database at revision {database.current_revision(settings)}")
+    try:
+        database.upgrade(settings, revision)
+        click.echo(f"database at revision {database.current_revision(settings)}")
+    except MedintakeError as exc:
+        _fail(exc)
 
 
 if __name__ == "__main__":

@@ -133,8 +133,19 @@ def _make_engine(url: str, settings: Settings) -> Engine:
         return engine
     from pipeline.database_tls import connect_args
 
-    return create_engine(url, connect_args=connect_args(settings, url), pool_pre_ping=True, pool_recycle=300,
-                         hide_parameters=True)
+    engine = create_engine(url, connect_args=connect_args(settings, url), pool_pre_ping=True, pool_recycle=300,
+                           hide_parameters=True)
+
+    @event.listens_for(engine, "handle_error")
+    def _tls_refused_is_config(context) -> None:  # noqa: ANN001
+        # Every path that connects (a transaction, the schema check, a migration) sees it this
+        # way: not an outage to wait out, and no driver text (host names) in the message.
+        if _tls_refused(context.original_exception):
+            raise ConfigError("the database server's TLS certificate was not accepted (its CA is not "
+                              "database_ca_file's or the host name differs): check database_tls and "
+                              "database_ca_file") from None
+
+    return engine
 
 
 # Engines a forked child found in its parent: kept referenced, never used (see _forget_engines).
@@ -204,9 +215,9 @@ def _no_schema(exc: DBAPIError) -> bool:
     return "no such table" in str(exc.orig)
 
 
-def _tls_refused(exc: OperationalError) -> bool:
+def _tls_refused(exc: BaseException) -> bool:
     """A server whose certificate failed verification (not an outage: waiting will not help)."""
-    text = str(exc.orig)
+    text = str(exc)
     return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text or (
         "server certificate" in text and "does not match host name" in text)
 
@@ -229,10 +240,6 @@ def _open(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Se
             return session
         except OperationalError as exc:
             session.close()
-            if _tls_refused(exc):
-                raise ConfigError("the database server's TLS certificate was not accepted (its CA is not "
-                                  "database_ca_file's or the host name differs): check database_tls and "
-                                  "database_ca_file") from None
             if _permanent(exc) or waited + delay > settings.database_retry_seconds:
                 raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
             log.warning("database unavailable (%s); retrying in %.1f s", type(exc.orig).__name__, delay)

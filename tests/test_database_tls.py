@@ -66,6 +66,8 @@ def test_a_certificate_that_does_not_verify_fails_at_once_with_a_clear_error(ser
     settings = _settings(tmp_path, server.url.replace("127.0.0.1", "localhost"), database_tls="verify")
     with pytest.raises(ConfigError, match="TLS certificate was not accepted") as info:
         database._open(settings, sleep=slept.append)
+    with pytest.raises(ConfigError, match="TLS certificate was not accepted"):
+        database.upgrade(settings)  # the schema check and migration connect on their own
     # The right CA, but the server reached by an address its certificate does not name.
     settings = _settings(tmp_path, server.url, database_tls="verify", database_ca_file=str(tls_files.ca))
     with pytest.raises(ConfigError, match="TLS certificate was not accepted"):
@@ -171,3 +173,17 @@ def test_the_lambda_zip_carries_the_bundle_where_database_tls_looks(tls_files):
     names = zipfile.ZipFile(io.BytesIO(build_zip(rds_bundle=bundle))).namelist()
     repo = Path(database_tls.__file__).resolve().parent.parent
     assert database_tls.PACKAGE_BUNDLE.relative_to(repo).as_posix() in names
+
+
+def test_the_cli_reports_a_refused_certificate_as_a_config_error(server, tmp_path, monkeypatch):
+    """What an operator sees: the fix-it sentence and exit status 78, no traceback."""
+    from click.testing import CliRunner
+
+    import cli
+
+    monkeypatch.setenv("MEDINTAKE_DATABASE_URL", server.url.replace("127.0.0.1", "localhost"))
+    monkeypatch.setenv("MEDINTAKE_DATABASE_TLS", "verify")
+    database.dispose_engines()
+    result = CliRunner().invoke(cli.main, ["--data-dir", str(tmp_path / "data"), "db", "upgrade"])
+    assert result.exit_code == 78, result.output
+    assert "TLS certificate was not accepted" in result.output and "Traceback" not in result.output
