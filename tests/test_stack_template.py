@@ -572,7 +572,9 @@ def test_batch_prefers_fargate_spot(template):
 def test_database_is_multi_az_encrypted_backed_up_and_protected(template):
     db = template["Resources"]["Database"]
     props = db["Properties"]
-    assert props["Engine"] == "mysql" and str(props["EngineVersion"]).startswith("8.0")
+    assert props["Engine"] == "mysql" and str(props["EngineVersion"]).startswith("8.4.")  # in standard support
+    family = template["Resources"]["DatabaseParameterGroup"]["Properties"]["Family"]
+    assert family == "mysql" + ".".join(str(props["EngineVersion"]).split(".")[:2])
     assert props["MultiAZ"] is True
     assert props["StorageEncrypted"] is True and props["KmsKeyId"] == {"Ref": "Key"}
     assert props["BackupRetentionPeriod"] >= 7
