@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,10 @@ def _default_job_definitions_dir() -> Path:
     if here.is_dir():
         return here
     return Path(sys.prefix) / "share" / "medintake" / "job_definitions"
+
+
+# A web origin as browsers send it: https, or http on the local machine (a developer's page).
+_ORIGIN = re.compile(r"(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1))(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,9 @@ class Settings:
     page_timeout_seconds: float = 120.0
     max_upload_bytes: int = 200 * 1024 * 1024
     upload_max_bytes: int = 200 * 1024 * 1024  # upload API: the largest upload it signs for
+    # Upload API: web origins (scheme://host[:port], comma-separated) whose pages may call it and
+    # POST to the uploads bucket from a browser (CORS); empty: none (apps and servers need none).
+    upload_allowed_origins: str = ""
     max_pages: int = 2000
     max_image_pixels: int = 178_956_970  # Pillow's own default bomb limit (2x = error)
     # Renditions per upload: "standard" = thumbnail, preview and web image (the original is kept
@@ -182,7 +190,15 @@ class Settings:
         for prefix in (self.uploads_prefix, self.results_prefix):
             if not prefix.endswith("/") or prefix.startswith("/"):
                 raise ConfigError("key prefixes must end with '/' and not start with '/'")
+        for origin in self.allowed_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError("upload_allowed_origins must list origins as https://host[:port] "
+                                  "(http:// only for localhost), no paths, no wildcard")
         return self
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.upload_allowed_origins.split(",") if o.strip())
 
     # Derived values, computed rather than stored so that a replace() keeps them consistent.
     @property

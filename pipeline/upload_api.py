@@ -178,14 +178,20 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     context_ = event.get("requestContext") if isinstance(event, dict) else None
     request_id = context_.get("requestId") if isinstance(context_, dict) else None
     ids: dict[str, str] = {}  # what the log line names: the route template and ids
+    answer: dict[str, Any] | None = None
     try:
         if not isinstance(event, dict):
             raise ApiError(400, "the request is not an API Gateway proxy event")
-        sub = caller(event)
-        ids["user"] = sub
         method = str(event.get("httpMethod") or "").upper()
-        path = _request_path(event)
-        status, body = _route(parts, method, path, sub, event, ids)
+        if method == "OPTIONS":  # a browser's CORS preflight: no credentials, answered here
+            ids["route"] = "OPTIONS preflight"
+            answer = _preflight(parts["settings"], event)
+            status, body = answer["statusCode"], {}
+        else:
+            sub = caller(event)
+            ids["user"] = sub
+            path = _request_path(event)
+            status, body = _route(parts, method, path, sub, event, ids)
     except ApiError as exc:
         status, body = exc.status, {"message": exc.message}
     except TransientError:
@@ -201,13 +207,42 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         (time.monotonic() - started) * 1000,
         "".join(f" {k}={v}" for k, v in ({"request": request_id} | ids).items() if v),
     )
-    return response(status, body)
+    return answer or response(status, body, _cors(parts["settings"], event))
 
 
-def response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+def _origin(event: dict[str, Any]) -> str | None:
+    headers = event.get("headers") if isinstance(event, dict) else None
+    if not isinstance(headers, dict):
+        return None
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == "origin" and isinstance(value, str):
+            return value
+    return None
+
+
+def _cors(settings: Settings, event: Any) -> dict[str, str]:
+    """CORS answer headers for a listed origin (upload_allowed_origins); none for any other."""
+    origin = _origin(event) if isinstance(event, dict) else None
+    if origin is None or origin not in settings.allowed_origins:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def _preflight(settings: Settings, event: dict[str, Any]) -> dict[str, Any]:
+    """204 with what the API accepts for a listed origin; 403 (no CORS headers) for any other."""
+    allow = _cors(settings, event)
+    if not allow:
+        return response(403, {"message": "origin not allowed"})
+    allow |= {"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+              "Access-Control-Allow-Headers": "Authorization, Content-Type",
+              "Access-Control-Max-Age": "600"}
+    return {"statusCode": 204, "headers": allow, "body": "", "isBase64Encoded": False}
+
+
+def response(status: int, body: dict[str, Any], extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "statusCode": status,
-        "headers": dict(_JSON_HEADERS),
+        "headers": dict(_JSON_HEADERS) | (extra_headers or {}),
         "body": json.dumps(body, ensure_ascii=False),
         "isBase64Encoded": False,
     }

@@ -518,3 +518,52 @@ def test_the_upload_api_imports_nothing_heavy():
             f"print([m for m in {list(HEAVY) + ['jobs', 'compute']!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---- browsers: CORS (upload_allowed_origins) ------------------------------------------------------
+
+APP = "https://app.example-telehealth.org"
+
+
+def _from(ev: dict, origin: str) -> dict:
+    ev["headers"] = dict(ev.get("headers") or {}, origin=origin)  # API Gateway keeps the client's case
+    return ev
+
+
+def test_a_listed_web_origin_may_call_the_api_and_others_get_no_cors_headers(api, monkeypatch):
+    monkeypatch.setenv("MEDINTAKE_UPLOAD_ALLOWED_ORIGINS", f"{APP}, http://localhost:5173")
+    upload_api.reset()
+    # The preflight carries no token: answered before the caller is looked for.
+    pre = upload_api.handler(_from(event("OPTIONS", "/uploads", sub=None), APP), None)
+    assert pre["statusCode"] == 204
+    assert pre["headers"]["Access-Control-Allow-Origin"] == APP
+    assert "POST" in pre["headers"]["Access-Control-Allow-Methods"]
+    assert "Authorization" in pre["headers"]["Access-Control-Allow-Headers"]
+    ev = _from(event("POST", "/uploads", body={"file_name": NAME, "content_type": "application/pdf",
+                                                "size": len(PDF)}), APP)
+    resp = upload_api.handler(ev, None)
+    assert resp["statusCode"] == 201
+    assert resp["headers"]["Access-Control-Allow-Origin"] == APP and resp["headers"]["Vary"] == "Origin"
+    # An error answer carries them too, or the page could not read why.
+    resp = upload_api.handler(_from(event("GET", "/documents/{document_id}", {"document_id": "0" * 32}), APP), None)
+    assert resp["statusCode"] == 404 and resp["headers"]["Access-Control-Allow-Origin"] == APP
+    for stranger in ("https://evil.example", "https://app.example-telehealth.org.evil.example", "null"):
+        pre = upload_api.handler(_from(event("OPTIONS", "/uploads", sub=None), stranger), None)
+        assert pre["statusCode"] == 403 and "Access-Control-Allow-Origin" not in pre["headers"]
+        resp = upload_api.handler(_from(event("POST", "/uploads", body={"file_name": NAME, "content_type":
+                                                                       "application/pdf", "size": 10}), stranger), None)
+        assert "Access-Control-Allow-Origin" not in resp["headers"]
+
+
+def test_by_default_no_origin_is_allowed(api):
+    pre = upload_api.handler(_from(event("OPTIONS", "/uploads", sub=None), APP), None)
+    assert pre["statusCode"] == 403 and "Access-Control-Allow-Origin" not in pre["headers"]
+
+
+@pytest.mark.parametrize("bad", ["*", "https://app.example.org/upload", "http://app.example.org",
+                                 "app.example.org", "https://a.example.org,ftp://b.example.org"])
+def test_origins_are_checked_when_the_settings_load(bad):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="upload_allowed_origins"):
+        Settings.load(upload_allowed_origins=bad)
