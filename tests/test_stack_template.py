@@ -92,7 +92,7 @@ CONTRACT_PARAMETERS = {
     "Environment", "CostCentre", "WorkerImage", "CodeBucket", "CodeKey", "EntitiesBackend",
     "ComprehendOperations", "AlarmEmail", "MaxVcpus", "DatabaseInstanceClass", "UploadMaxBytes",
     "DispatcherConcurrency", "SubmitRatePerSecond", "JobShape", "DispatcherBatchSize", "DispatcherBatchWindow",
-    "ProcessingLambdaConcurrency",
+    "ProcessingLambdaConcurrency", "UploadAllowedOrigins",
 }
 CONTRACT_OUTPUTS = {
     "UploadApiUrl", "UploadsBucketName", "UploadEventsQueueUrl", "JobQueueArn", "NoticesTopicArn",
@@ -138,6 +138,7 @@ PARAMETERS = {
     "MaxVcpus": "16",
     "DatabaseInstanceClass": "db.t4g.medium",
     "UploadMaxBytes": "104857600",
+    "UploadAllowedOrigins": "https://app.example-telehealth.org,https://clinic.example-telehealth.org",
     "DispatcherConcurrency": "4",
     "SubmitRatePerSecond": "9",
 }
@@ -310,6 +311,8 @@ def test_lambdas_run_the_contract_handlers_with_the_contract_environment(templat
         if name == "DispatcherFunction":  # where small uploads go (design E), when that Lambda exists
             assert env.pop("MEDINTAKE_PROCESSING_QUEUE_URL") == {
                 "Fn::If": ["HasProcessingLambda", {"Ref": "ProcessingQueue"}, ""]}
+        if name == "UploadApiFunction":  # the web origins it answers CORS for
+            assert env.pop("MEDINTAKE_UPLOAD_ALLOWED_ORIGINS") == {"Ref": "UploadAllowedOrigins"}
         assert set(env) == CONTRACT_ENVIRONMENT, name
         assert env["MEDINTAKE_STORE_BACKEND"] == "s3"
         assert env["MEDINTAKE_COMPUTE_BACKEND"] == "batch"
@@ -645,8 +648,11 @@ def test_upload_api_requires_cognito_on_every_route(template):
     routes = set()
     for method in resources_of(template, "AWS::ApiGateway::Method").values():
         props = method["Properties"]
-        assert props["AuthorizationType"] == "COGNITO_USER_POOLS"
-        assert props["AuthorizerId"] == {"Ref": "UploadApiAuthorizer"}
+        if props["HttpMethod"] == "OPTIONS":  # CORS preflights carry no token; the function answers
+            assert props["AuthorizationType"] == "NONE"  # them for listed origins only (test_upload_api)
+        else:
+            assert props["AuthorizationType"] == "COGNITO_USER_POOLS"
+            assert props["AuthorizerId"] == {"Ref": "UploadApiAuthorizer"}
         assert props["Integration"]["Type"] == "AWS_PROXY"
         assert "/functions/${UploadApiFunction.Arn}/invocations" in text(props["Integration"]["Uri"])
         path, node = [], res[props["ResourceId"]["Ref"]]
@@ -658,7 +664,18 @@ def test_upload_api_requires_cognito_on_every_route(template):
                 break
             node = res[parent["Ref"]]
         routes.add(f"{props['HttpMethod']} /{'/'.join(path)}")
-    assert routes == {"POST /uploads", "GET /uploads/{upload_id}", "GET /documents/{document_id}"}
+    assert routes == {"POST /uploads", "GET /uploads/{upload_id}", "GET /documents/{document_id}",
+                      "OPTIONS /uploads", "OPTIONS /uploads/{upload_id}", "OPTIONS /documents/{document_id}"}
+    # Browsers of the listed origins (only) may POST the presigned form to the bucket; moto's
+    # CloudFormation ignores CorsConfiguration, so the template itself is checked.
+    cors = res["UploadsBucket"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    assert cors[0] == "HasUploadOrigins" and cors[2] == {"Ref": "AWS::NoValue"}
+    (rule,) = cors[1]["CorsRules"]
+    assert rule["AllowedMethods"] == ["POST"]
+    assert rule["AllowedOrigins"] == {"Fn::Split": [",", {"Ref": "UploadAllowedOrigins"}]}
+    assert template["Conditions"]["HasUploadOrigins"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "UploadAllowedOrigins"}, ""]}]}
+    deployment = res["UploadApiDeployment"]
+    assert set(deployment["DependsOn"]) == set(resources_of(template, "AWS::ApiGateway::Method"))
     authorizer = res["UploadApiAuthorizer"]["Properties"]
     assert authorizer["Type"] == "COGNITO_USER_POOLS"
     assert authorizer["ProviderARNs"] == [{"Fn::GetAtt": ["UserPool", "Arn"]}]
@@ -793,6 +810,8 @@ def test_stack_creates_in_moto(entities_backend):
             env = config["Environment"]["Variables"]
             if key == "DispatcherFunctionName":  # no processing Lambda by default: every upload to Batch
                 assert env.pop("MEDINTAKE_PROCESSING_QUEUE_URL") == ""
+            if key == "UploadApiFunctionName":  # browsers' origins (CORS), as deployed
+                assert env.pop("MEDINTAKE_UPLOAD_ALLOWED_ORIGINS") == params["UploadAllowedOrigins"]
             assert set(env) == CONTRACT_ENVIRONMENT
             for name, value in env.items():
                 assert str(value).strip() and "${" not in str(value) and str(value) != "None", (name, value)
