@@ -92,12 +92,16 @@ def _read_secret(settings: Settings) -> dict:
 
 def get_engine(settings: Settings) -> Engine:
     url = normalise_url(database_url(settings))
-    key = f"{url} {settings.database_tls} {settings.database_ca_file}"
+    key = _engine_key(url, settings)
     engine = _ENGINES.get(key)
     if engine is None:
         engine = _make_engine(url, settings)
         _ENGINES[key] = engine
     return engine
+
+
+def _engine_key(url: str, settings: Settings) -> str:
+    return f"{url} {settings.database_tls} {settings.database_ca_file}"
 
 
 def _make_engine(url: str, settings: Settings) -> Engine:
@@ -205,6 +209,24 @@ def _permanent(exc: OperationalError) -> bool:
     return "password authentication failed" in text or ("database" in text and "does not exist" in text)
 
 
+def _refused_login(exc: OperationalError) -> bool:
+    """Wrong user name or password: MySQL 1045, PostgreSQL invalid_password."""
+    args = getattr(exc.orig, "args", ())
+    return bool(args and args[0] == 1045) or getattr(exc.orig, "sqlstate", None) == "28P01" or (
+        "password authentication failed" in str(exc.orig))
+
+
+def _forget_secret(settings: Settings) -> None:
+    """Drop the cached secret and the engine built with its credentials (its pool is closed)."""
+    url = normalise_url(database_url(settings))  # still the old credentials: the engine's key
+    _SECRETS.pop(settings.database_secret, None)
+    key = _engine_key(url, settings)
+    engine = _ENGINES.pop(key, None)
+    if engine is not None:
+        _FACTORIES.pop(engine, None)
+        engine.dispose()
+
+
 def _no_schema(exc: DBAPIError) -> bool:
     """A table of ours is missing: MySQL 1146, PostgreSQL undefined_table, SQLite "no such table"."""
     args = getattr(exc.orig, "args", ())
@@ -233,6 +255,7 @@ def _open(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Se
     """
     factory = session_factory(settings)
     waited, delay = 0.0, 0.2
+    secret_reread = False
     while True:
         session = factory()
         try:
@@ -240,6 +263,13 @@ def _open(settings: Settings, sleep: Callable[[float], None] = time.sleep) -> Se
             return session
         except OperationalError as exc:
             session.close()
+            if _refused_login(exc) and settings.database_secret and not secret_reread:
+                # The password was rotated since this process read the secret (a long-lived Lambda
+                # container or worker): read it again, once, and connect with the new one.
+                secret_reread = True
+                _forget_secret(settings)
+                factory = session_factory(settings)
+                continue
             if _permanent(exc) or waited + delay > settings.database_retry_seconds:
                 raise TransientError(f"database unavailable ({type(exc.orig).__name__})") from None
             log.warning("database unavailable (%s); retrying in %.1f s", type(exc.orig).__name__, delay)
