@@ -74,7 +74,8 @@ def _read_secret(settings: Settings) -> dict:
 
         client = boto3.client("secretsmanager", region_name=settings.aws_region or None)
         try:
-            value = json.loads(client.get_secret_value(SecretId=name)["SecretString"])
+            # AWSCURRENT named (the service's default too): the version a finished rotation set
+            value = json.loads(client.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"])
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure"):

@@ -5,6 +5,7 @@ and Secrets Manager through moto."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import boto3
 import pytest
@@ -68,3 +69,86 @@ def test_a_rotated_password_is_read_again_from_the_secret(server, tmp_path, monk
             with transaction(settings):
                 pass
     database.dispose_engines()
+
+
+class StartedRotation:
+    """moto's Secrets Manager, as the service leaves a secret when it starts a rotation.
+
+    AWS's RotateSecret labels a new version (the token) AWSPENDING before it calls the function's
+    first step, with no value yet; moto cannot hold a label without a value (its RotateSecret,
+    with no function to call, completes the rotation at once). So describe_secret's answer gets
+    that label until createSecret has stored the pending value; every other call is moto's.
+    """
+
+    def __init__(self, sm, token: str) -> None:
+        self.sm, self.token = sm, token
+        self.exceptions = sm.exceptions
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204
+        return getattr(self.sm, name)
+
+    def describe_secret(self, **kwargs):  # noqa: ANN003, ANN201
+        meta = self.sm.describe_secret(**kwargs)
+        meta["VersionIdsToStages"].setdefault(self.token, ["AWSPENDING"])
+        return meta
+
+
+def test_the_rotation_lambda_changes_the_password_in_four_steps_and_clients_follow(server, tmp_path, monkeypatch,
+                                                                                 caplog):
+    """pipeline/rotation.py as Secrets Manager drives it (moto's RotateSecret makes the pending
+    version; the steps are called as the service calls them, each twice: they must be idempotent),
+    against the real server; then a client holding the old secret keeps working."""
+    from pipeline import rotation
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    _set_password(server, "first-pass")
+    caplog.set_level("DEBUG", logger="medintake")
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        arn = sm.create_secret(Name=SECRET, SecretString=json.dumps({
+            "username": "app", "password": "first-pass", "host": "127.0.0.1", "port": server.port,
+            "dbname": "drill"}))["ARN"]
+        settings = Settings.load(data_dir=tmp_path, aws_region=REGION, database_secret=SECRET,
+                                 database_url=f"mysql://127.0.0.1:{server.port}/drill", database_retry_seconds=0)
+        database.dispose_engines()
+        with transaction(settings) as s:  # a long-lived client reads the secret before the rotation
+            s.execute(text("SELECT 1"))
+
+        sm.rotate_secret(SecretId=arn, RotationRules={"AutomaticallyAfterDays": 30}, RotateImmediately=False)
+        token = str(uuid.uuid4())  # what the service passes to each step as ClientRequestToken
+        service = StartedRotation(sm, token)
+        for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+            for _ in range(2):
+                rotation.handler({"SecretId": arn, "ClientRequestToken": token, "Step": step}, client=service)
+
+        new = json.loads(sm.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
+        assert new["password"] != "first-pass" and len(new["password"]) == 32
+        assert not set(new["password"]) & set(rotation.EXCLUDED)
+        assert "AWSCURRENT" in sm.describe_secret(SecretId=arn)["VersionIdsToStages"][token]
+        assert rotation._can_log_in(new) and not rotation._can_log_in(new | {"password": "first-pass"})
+
+        database.get_engine(settings).dispose()  # the client's pool is recycled: it logs in again
+        with transaction(settings) as s:
+            assert s.execute(text("SELECT 1")).scalar() == 1
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("medintake"))
+    assert "rotation setSecret: done" in logged
+    assert new["password"] not in logged and "first-pass" not in logged
+    database.dispose_engines()
+
+
+def test_a_rotation_refuses_a_version_that_is_not_pending(server, monkeypatch):
+    from pipeline import rotation
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        arn = sm.create_secret(Name=SECRET, SecretString=json.dumps({"username": "app", "password": "x"}))["ARN"]
+        with pytest.raises(ConfigError, match="not enabled"):
+            rotation.handler({"SecretId": arn, "ClientRequestToken": "t" * 32, "Step": "createSecret"}, client=sm)
+        sm.rotate_secret(SecretId=arn, RotationRules={"AutomaticallyAfterDays": 30})
+        with pytest.raises(ConfigError, match="not a version"):
+            rotation.handler({"SecretId": arn, "ClientRequestToken": "u" * 32, "Step": "createSecret"}, client=sm)
