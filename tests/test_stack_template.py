@@ -44,6 +44,10 @@ MOTO_SKIPPED_TYPES: dict[str, str] = {
         "host, port, dbname to point at its database) with the Secrets Manager API; the code "
         "addresses it by that name"
     ),
+    "AWS::SecretsManager::RotationSchedule": (
+        "nothing: the rotation function's steps run against a real MariaDB and moto's Secrets "
+        "Manager in tests/test_database_secret.py"
+    ),
     "AWS::SecretsManager::SecretTargetAttachment": (
         "nothing: the test puts host/port/dbname in the secret itself"
     ),
@@ -113,6 +117,7 @@ HANDLERS = {
     "DispatcherFunction": "pipeline.aws_lambda.dispatch_handler",
     "TrackerFunction": "pipeline.aws_lambda.tracker_handler",
     "UploadApiFunction": "pipeline.upload_api.handler",
+    "RotationFunction": "pipeline.rotation.handler",
     "QueueMetricsFunction": "pipeline.aws_lambda.queue_metrics_handler",
 }
 COST_TAGS = {"app", "medintake:environment", "medintake:cost-centre"}
@@ -313,6 +318,9 @@ def test_lambdas_run_the_contract_handlers_with_the_contract_environment(templat
                 "Fn::If": ["HasProcessingLambda", {"Ref": "ProcessingQueue"}, ""]}
         if name == "UploadApiFunction":  # the web origins it answers CORS for
             assert env.pop("MEDINTAKE_UPLOAD_ALLOWED_ORIGINS") == {"Ref": "UploadAllowedOrigins"}
+        if name == "RotationFunction":  # talks to Secrets Manager and the database only
+            assert set(env) == {"MEDINTAKE_AWS_REGION", "MEDINTAKE_LOG_LEVEL"}
+            continue
         assert set(env) == CONTRACT_ENVIRONMENT, name
         assert env["MEDINTAKE_STORE_BACKEND"] == "s3"
         assert env["MEDINTAKE_COMPUTE_BACKEND"] == "batch"
@@ -455,6 +463,10 @@ def test_tracker_gets_our_queues_job_state_changes_with_a_dead_letter_queue(temp
             text({"Fn::GetAtt": ["QueueMetricsSchedule", "Arn"]})) in invokers
     assert (text({"Ref": "UploadApiFunction"}), "apigateway.amazonaws.com",
             "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${UploadApi}/v1/*") in invokers
+    assert (text({"Ref": "RotationFunction"}), "secretsmanager.amazonaws.com", text({"Ref": "DatabaseSecret"})) in invokers
+    rotation = template["Resources"]["DatabaseSecretRotation"]
+    assert rotation["Properties"]["RotationLambdaARN"] == {"Fn::GetAtt": ["RotationFunction", "Arn"]}
+    assert "DatabaseSecretAttachment" in rotation["DependsOn"]  # the secret names the host first
     schedule = template["Resources"]["QueueMetricsSchedule"]["Properties"]
     assert schedule["ScheduleExpression"] == "rate(5 minutes)"
     assert schedule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["QueueMetricsFunction", "Arn"]}
@@ -513,7 +525,8 @@ def test_other_roles_are_least_privilege(template):
             assert not any(a == "*" or a.endswith(":*") for a in as_list(st["Action"])), (name, st)
             if "*" in as_list(st["Resource"]):  # only actions that have no resource-level permissions
                 verbs = [a.split(":")[1] for a in as_list(st["Action"])]
-                assert all(v.startswith(("Describe", "List", "GetAuthorizationToken", "Detect", "Infer")) for v in verbs), (name, st)
+                assert all(v.startswith(("Describe", "List", "GetAuthorizationToken", "Detect", "Infer",
+                                         "GetRandomPassword")) for v in verbs), (name, st)
 
 
 def test_private_network_only(template):
