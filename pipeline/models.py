@@ -34,6 +34,20 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def folder_digest(object_key: str) -> str:
+    """SHA-256 of the key's folder (everything before its last "/"): what an upload's status is
+    looked up by, indexed. A digest and not the folder itself: fixed length under MySQL's index
+    limit, and no second copy of a path that may name a patient."""
+    import hashlib
+
+    return hashlib.sha256(object_key.rpartition("/")[0].encode("utf-8")).hexdigest()
+
+
+def _folder_digest_default(context) -> str | None:  # noqa: ANN001
+    key = context.get_current_parameters().get("object_key")
+    return folder_digest(key) if isinstance(key, str) else None
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -44,6 +58,7 @@ class Document(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     bucket: Mapped[str] = mapped_column(String(255))
     object_key: Mapped[str] = mapped_column(Text)  # may hold a patient's name: PHI
+    key_folder_sha256: Mapped[str | None] = mapped_column(String(64), default=_folder_digest_default)
     version_id: Mapped[str | None] = mapped_column(String(1024))
     etag: Mapped[str | None] = mapped_column(String(128))
     size: Mapped[int | None] = mapped_column(BigInteger)
@@ -58,7 +73,8 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_documents_status", "status"),)
+    __table_args__ = (Index("ix_documents_status", "status"),
+                      Index("ix_documents_bucket_folder", "bucket", "key_folder_sha256"))
 
 
 class Job(Base):

@@ -54,7 +54,7 @@ from typing import Any
 from sqlalchemy import select
 
 from pipeline.errors import TransientError
-from pipeline.models import FINAL_STATUSES, Document, Job, Notice
+from pipeline.models import FINAL_STATUSES, Document, Job, Notice, folder_digest
 from pipeline.settings import Settings
 
 log = logging.getLogger("medintake.upload_api")
@@ -432,7 +432,9 @@ def upload_status(settings: Settings, s3: Any, sub: str, upload_id: str) -> dict
         docs = list(
             s.scalars(
                 select(Document)
-                .where(Document.bucket == settings.bucket, Document.object_key.startswith(prefix, autoescape=True))
+                .where(Document.bucket == settings.bucket,
+                       Document.key_folder_sha256 == folder_digest(prefix),  # indexed (a digest of the folder)
+                       Document.object_key.startswith(prefix, autoescape=True))
                 .order_by(Document.created_at, Document.id)
                 .limit(MAX_DOCUMENTS)
             )

@@ -148,3 +148,26 @@ def test_a_database_without_our_tables_says_to_migrate_it(empty_db_settings):
         list_documents(empty_db_settings, DocumentFilters())
     database.upgrade(empty_db_settings)
     assert list_documents(empty_db_settings, DocumentFilters()).rows == []
+
+
+def test_the_folder_digest_migration_fills_in_existing_documents(empty_db_settings):
+    """0003: documents registered before it get their key's folder digest, so the upload API's
+    indexed status lookup finds them too."""
+    from sqlalchemy import select, text
+
+    from pipeline.models import Document, folder_digest
+
+    database.upgrade(empty_db_settings, "0002_notice_states")
+    keys = {f"d{i:031d}": f"uploads/user-{i % 2}/upload-{i}/scan {i}.pdf" for i in range(3)}
+    with database.get_engine(empty_db_settings).begin() as conn:
+        for doc_id, key in keys.items():
+            conn.execute(text("INSERT INTO documents (id, bucket, object_key, status, attempt, created_at, updated_at)"
+                              " VALUES (:id, 'b', :key, 'COMPLETED', 1, :now, :now)"),
+                         {"id": doc_id, "key": key, "now": "2026-11-29 00:00:00"})
+    database.upgrade(empty_db_settings)
+    with database.transaction(empty_db_settings) as s:
+        found = {d.id: d.key_folder_sha256 for d in s.scalars(select(Document))}
+        assert found == {doc_id: folder_digest(key) for doc_id, key in keys.items()}
+        hit = s.scalars(select(Document.id).where(Document.bucket == "b", Document.key_folder_sha256 ==
+                                                 folder_digest("uploads/user-1/upload-1/"))).all()
+        assert hit == ["d" + "1".zfill(31)]
