@@ -38,12 +38,14 @@ def is_rds_host(host: str | None) -> bool:
 
 
 def ca_file(settings: Settings) -> Path | None:
-    """The CA bundle to verify against: the setting, else the RDS bundle where it is shipped."""
+    """The CA bundle to verify against: the setting, else the RDS bundle where it is shipped or cached."""
     if settings.database_ca_file is not None:
         if not settings.database_ca_file.is_file():
             raise ConfigError("database_ca_file does not name a readable file")
         return settings.database_ca_file
-    for candidate in (IMAGE_BUNDLE, PACKAGE_BUNDLE):
+    # The image's, the Lambda zip's, or the one `medintake deploy` fetched into this machine's
+    # cache (an operator's `--migrate-with direct` then verifies too).
+    for candidate in (IMAGE_BUNDLE, PACKAGE_BUNDLE, settings.effective_cache_dir / RDS_BUNDLE_NAME):
         if candidate.is_file():
             return candidate
     return None

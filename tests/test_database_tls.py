@@ -103,8 +103,13 @@ def test_auto_verifies_an_rds_endpoint_against_the_shipped_bundle(tmp_path, monk
 def test_auto_without_a_bundle_still_encrypts_an_rds_endpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(database_tls, "IMAGE_BUNDLE", tmp_path / "absent.pem")
     monkeypatch.setattr(database_tls, "PACKAGE_BUNDLE", tmp_path / "absent.pem")
-    settings = Settings.load(data_dir=tmp_path)
+    settings = Settings.load(data_dir=tmp_path, cache_dir=str(tmp_path / "cache"))
     assert database_tls.effective_mode(settings, RDS_URL) == "require"
+    # The bundle `medintake deploy` fetched into the cache folder serves this machine too.
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / database_tls.RDS_BUNDLE_NAME).write_text("-----BEGIN CERTIFICATE-----\n")
+    assert database_tls.effective_mode(settings, RDS_URL) == "verify"
+    settings = Settings.load(data_dir=tmp_path, cache_dir=str(tmp_path / "empty-cache"))
     assert database_tls.connect_args(settings, RDS_URL.replace("mysql+pymysql", "postgresql+psycopg")) == {
         "sslmode": "require"}
 
