@@ -199,22 +199,25 @@ _MYSQL_PERMANENT = {1044, 1045, 1049}  # access denied to database / for user, u
 _POSTGRES_PERMANENT = {"28000", "28P01", "3D000"}  # invalid authorization / password, no such database
 
 
+def _codes(exc: DBAPIError) -> tuple[int | None, str | None]:
+    """The driver's error code: MySQL/MariaDB's number (PyMySQL's first argument), PostgreSQL's SQLSTATE."""
+    args = getattr(exc.orig, "args", ())
+    errno = args[0] if args and isinstance(args[0], int) else None
+    return errno, getattr(exc.orig, "sqlstate", None)
+
+
 def _permanent(exc: OperationalError) -> bool:
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_PERMANENT:
+    errno, state = _codes(exc)
+    if errno in _MYSQL_PERMANENT or state in _POSTGRES_PERMANENT:
         return True
-    if getattr(orig, "sqlstate", None) in _POSTGRES_PERMANENT:
-        return True
-    text = str(orig)
+    text = str(exc.orig)
     return "password authentication failed" in text or ("database" in text and "does not exist" in text)
 
 
 def _refused_login(exc: OperationalError) -> bool:
     """Wrong user name or password: MySQL 1045, PostgreSQL invalid_password."""
-    args = getattr(exc.orig, "args", ())
-    return bool(args and args[0] == 1045) or getattr(exc.orig, "sqlstate", None) == "28P01" or (
-        "password authentication failed" in str(exc.orig))
+    errno, state = _codes(exc)
+    return errno == 1045 or state == "28P01" or "password authentication failed" in str(exc.orig)
 
 
 def _forget_secret(settings: Settings) -> None:
@@ -230,12 +233,8 @@ def _forget_secret(settings: Settings) -> None:
 
 def _no_schema(exc: DBAPIError) -> bool:
     """A table of ours is missing: MySQL 1146, PostgreSQL undefined_table, SQLite "no such table"."""
-    args = getattr(exc.orig, "args", ())
-    if args and args[0] == 1146:
-        return True
-    if getattr(exc.orig, "sqlstate", None) == "42P01":
-        return True
-    return "no such table" in str(exc.orig)
+    errno, state = _codes(exc)
+    return errno == 1146 or state == "42P01" or "no such table" in str(exc.orig)
 
 
 def _tls_refused(exc: BaseException) -> bool:

@@ -10,6 +10,8 @@ in here, a batch at a time.
 """
 from __future__ import annotations
 
+import hashlib
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -21,9 +23,12 @@ depends_on = None
 _BATCH = 1000
 
 
-def upgrade() -> None:
-    from pipeline.models import folder_digest
+def _folder_digest(object_key: str) -> str:
+    """pipeline.models.folder_digest as of this revision (a migration never follows later code)."""
+    return hashlib.sha256(object_key.rpartition("/")[0].encode("utf-8")).hexdigest()
 
+
+def upgrade() -> None:
     with op.batch_alter_table("documents") as batch:
         batch.add_column(sa.Column("key_folder_sha256", sa.String(64)))
     conn = op.get_bind()
@@ -37,7 +42,7 @@ def upgrade() -> None:
             break
         for doc_id, key in rows:
             conn.execute(documents.update().where(documents.c.id == doc_id)
-                         .values(key_folder_sha256=folder_digest(key)))
+                         .values(key_folder_sha256=_folder_digest(key)))
         last = rows[-1][0]
     op.create_index("ix_documents_bucket_folder", "documents", ["bucket", "key_folder_sha256"])
 
